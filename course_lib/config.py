@@ -1,0 +1,89 @@
+"""One configuration object for every notebook, test and benchmark, read from environment variables.
+
+| variable          | meaning                                              | default   |
+|-------------------|------------------------------------------------------|-----------|
+| ``COURSE_MODEL``  | ``tiny-sd``, a hub id (``sd15``, ``sd21`` aliases) or a local folder | ``tiny-sd`` |
+| ``COURSE_DEVICE`` | ``cuda``, ``mps`` or ``cpu``                         | best available |
+| ``COURSE_DTYPE``  | ``float16``, ``bfloat16`` or ``float32``             | fp16 on GPUs, fp32 on CPU |
+| ``COURSE_SMOKE``  | ``1`` = CI setting: fewer steps and cases            | ``0``     |
+| ``COURSE_SEED``   | base seed                                            | ``0``     |
+
+Notebooks size their work with :meth:`CourseConfig.pick` (``cfg.pick(full=50, smoke=10)``) rather than
+skipping it, so CI runs every cell with less work and a learner runs the full setting.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+
+def best_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    return torch.float32 if torch.device(device).type == "cpu" else torch.float16
+
+
+_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    try:
+        return _DTYPES[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use one of {sorted(_DTYPES)}") from None
+
+
+def _truthy(v: str | None) -> bool:
+    return (v or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class CourseConfig:
+    model: str = "tiny-sd"
+    device: str = field(default_factory=best_device)
+    dtype: torch.dtype | None = None
+    smoke: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        self.dtype = parse_dtype(self.dtype) or default_dtype(self.device)
+
+    @classmethod
+    def from_env(cls) -> "CourseConfig":
+        return cls(model=os.environ.get("COURSE_MODEL", "tiny-sd"),
+                   device=os.environ.get("COURSE_DEVICE") or best_device(),
+                   dtype=parse_dtype(os.environ.get("COURSE_DTYPE")),
+                   smoke=_truthy(os.environ.get("COURSE_SMOKE")),
+                   seed=int(os.environ.get("COURSE_SEED", "0")))
+
+    def pick(self, full, smoke):
+        """``smoke`` under the CI setting, ``full`` otherwise."""
+        return smoke if self.smoke else full
+
+    @property
+    def steps(self) -> int:
+        """DDIM steps for sampling: 50 as in every paper, 20 in the CI setting."""
+        return self.pick(50, 20)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator (reproducible across devices) seeded with ``seed + offset``."""
+        return torch.Generator("cpu").manual_seed(self.seed + offset)
+
+    def describe(self) -> str:
+        return (f"model={self.model} device={self.device} dtype={str(self.dtype).replace('torch.', '')} "
+                f"setting={'smoke (CI)' if self.smoke else 'full'} steps={self.steps}")
+
+
+def get_config() -> CourseConfig:
+    return CourseConfig.from_env()

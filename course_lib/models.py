@@ -1,0 +1,113 @@
+"""Loading models: the embedded tiny-sd / tiny-clip, or Stable Diffusion from a hub id or a folder.
+
+Every loader is offline-first: it looks in the local folder or the Hugging Face cache, and a hub id
+that is not there fails at once (when ``HF_HUB_OFFLINE=1`` or the download fails) with an error that
+says what to do, instead of hanging on a network that is not there.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .config import CourseConfig, best_device, default_dtype, get_config, parse_dtype
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+
+EMBEDDED = {"tiny-sd": MODELS_DIR / "tiny-sd", "tiny-clip": MODELS_DIR / "tiny-clip"}
+ALIASES = {
+    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sd-1.5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sd21": "stabilityai/stable-diffusion-2-1-base",
+    "sd-2.1": "stabilityai/stable-diffusion-2-1-base",
+    "clip-vit-l": "openai/clip-vit-large-patch14",
+}
+
+
+class ModelNotAvailable(RuntimeError):
+    """A model that is neither embedded, nor a local folder, nor in the local hub cache."""
+
+
+def resolve(model: str) -> tuple[str, bool]:
+    """(path or hub id, is_local_folder) for an embedded name, alias, folder or hub id."""
+    if model in EMBEDDED:
+        path = EMBEDDED[model]
+        if not (path / ("model_index.json" if model == "tiny-sd" else "config.json")).exists():
+            raise ModelNotAvailable(f"the embedded model {model!r} is missing at {path}; "
+                                    "run `python -m course_lib.train all` to train it")
+        return str(path), True
+    model = ALIASES.get(model, model)
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser()), True
+    return model, False
+
+
+def _offline() -> bool:
+    try:
+        from huggingface_hub import constants
+        if constants.HF_HUB_OFFLINE:
+            return True
+    except Exception:  # pragma: no cover - old huggingface_hub
+        pass
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _not_available(model: str, cause: Exception | None = None) -> ModelNotAvailable:
+    return ModelNotAvailable(
+        f"{model!r} is not a local folder and is not in the local Hugging Face cache, and it cannot "
+        f"be downloaded here{' (HF_HUB_OFFLINE=1)' if _offline() else ''}.\n"
+        f"  - On a machine with internet access: `huggingface-cli download {model}` (then it loads offline), or\n"
+        f"  - pass the path of a folder that holds the model (model='/path/to/{model.split('/')[-1]}'), or\n"
+        f"  - use the course's embedded model: model='tiny-sd' (COURSE_MODEL=tiny-sd)."
+        + (f"\n  Cause: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}" if cause else ""))
+
+
+def from_pretrained(cls, model: str, **kwargs):
+    """``cls.from_pretrained`` that is offline-first and fails at once with :class:`ModelNotAvailable`."""
+    path, local = resolve(model)
+    if local:
+        return cls.from_pretrained(path, **kwargs)
+    try:
+        return cls.from_pretrained(path, local_files_only=True, **kwargs)
+    except Exception as cached_err:  # not in the cache
+        if _offline():
+            raise _not_available(path, cached_err) from None
+        try:
+            return cls.from_pretrained(path, **kwargs)
+        except Exception as err:
+            raise _not_available(path, err) from err
+
+
+def load_pipeline(model: str | None = None, device: str | None = None, dtype=None, config: CourseConfig | None = None):
+    """A ``StableDiffusionPipeline`` with a DDIM scheduler, on the best device.
+
+    ``model``: ``"tiny-sd"`` (embedded), a hub id (``"sd15"``/``"sd21"`` aliases) or a local folder.
+    ``device``: default cuda > mps > cpu. ``dtype``: default fp16 on GPUs, fp32 on CPU.
+    Arguments left ``None`` come from ``config`` (default: :func:`course_lib.get_config`).
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    cfg = config or get_config()
+    model = model or cfg.model
+    device = device or cfg.device
+    dtype = parse_dtype(dtype) or (cfg.dtype if device == cfg.device else default_dtype(device))
+    pipe = from_pretrained(StableDiffusionPipeline, model, torch_dtype=dtype, safety_checker=None,
+                           requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def load_clip(model: str = "tiny-clip", device: str | None = None, dtype=None):
+    """(CLIPModel, CLIPTokenizer, CLIPImageProcessor): tiny-clip, or a CLIP hub id / folder."""
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    device = device or best_device()
+    dtype = parse_dtype(dtype) or default_dtype(device)
+    clip = from_pretrained(CLIPModel, model, torch_dtype=dtype).to(device).eval()
+    return clip, from_pretrained(CLIPTokenizer, model), from_pretrained(CLIPImageProcessor, model)
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,56 @@
+"""Randomly initialised pipelines built from config, for tests that must not reach a model hub.
+
+``random_pipeline("tiny-sd")`` has tiny-sd's exact architecture; ``"sd15"`` and ``"sd21"`` keep
+Stable Diffusion 1.5's / 2.1's block layout, head layout, projections and text width conventions at
+reduced width (so they run on a CPU in a test).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from .train.tokenizer import build_tokenizer
+from .train.unet import noise_scheduler_config, unet_config
+from .train.vae import vae_config
+
+SD_UNETS = {
+    # SD 1.5: 4 levels, 8 heads everywhere, conv projections, 768-wide text
+    "sd15": dict(block_out_channels=[32, 64, 128, 128], attention_head_dim=8, cross_attention_dim=64,
+                 use_linear_projection=False, norm_num_groups=8),
+    # SD 2.1: per-block head counts [5, 10, 20, 20], linear projections, 1024-wide text
+    "sd21": dict(block_out_channels=[40, 80, 160, 160], attention_head_dim=[5, 10, 20, 20],
+                 cross_attention_dim=80, use_linear_projection=True, norm_num_groups=8),
+}
+SD_BLOCKS = dict(down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+                 up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, layers_per_block=1)
+
+
+def random_pipeline(kind: str = "tiny-sd", seed: int = 0, sample_size: int | None = None) -> StableDiffusionPipeline:
+    torch.manual_seed(seed)
+    tok = CLIPTokenizer.from_pretrained(build_tokenizer(Path(tempfile.mkdtemp()) / "tok"))
+    if kind == "tiny-sd":
+        ucfg, vcfg, width = unet_config(), vae_config(), 128
+    elif kind in SD_UNETS:
+        ucfg = dict(sample_size=sample_size or 16, in_channels=4, out_channels=4, **SD_BLOCKS, **SD_UNETS[kind])
+        width = ucfg["cross_attention_dim"]
+        vcfg = dict(vae_config(), block_out_channels=[16, 32, 32, 32],
+                    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                    norm_num_groups=8)
+    else:
+        raise ValueError(f"unknown kind {kind!r}; use tiny-sd, sd15 or sd21")
+    if sample_size:
+        ucfg = dict(ucfg, sample_size=sample_size)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=tok.model_max_length,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL(**vcfg), text_encoder=text, tokenizer=tok, unet=UNet2DConditionModel(**ucfg),
+        scheduler=DDIMScheduler(**noise_scheduler_config()), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,55 @@
+"""Train the embedded models: ``python -m course_lib.train STAGE [options]``.
+
+Stages, in order: ``clip`` (tiny-clip), ``vae`` (tiny-sd's VAE), ``unet`` (tiny-sd's UNet),
+``assemble`` (write data/models/tiny-sd and data/models/tiny-clip in fp16). ``all`` runs the four.
+Every stage is seeded, stops at its time budget (``--minutes``), saves a resumable checkpoint under
+``runs/`` and continues from it when run again. Runs under ``accelerate launch -m course_lib.train``
+as well as plain ``python -m``; on a GPU add ``--no-bf16`` if the card has no bf16.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["clip", "vae", "unet", "assemble", "all"])
+    p.add_argument("--minutes", type=float, default=None, help="time budget of this run")
+    p.add_argument("--steps", type=int, default=None, help="total steps of the schedule")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--more-threads-when", type=Path, default=None,
+                   help="switch to 2 threads once this file exists (e.g. when a parallel stage ends)")
+    p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    kw = {k: v for k, v in dict(minutes=a.minutes, steps=a.steps, batch=a.batch).items() if v is not None}
+    kw.update(seed=a.seed)
+    stages = ["clip", "vae", "unet", "assemble"] if a.stage == "all" else [a.stage]
+    for stage in stages:
+        if stage == "clip":
+            from .clip import train_clip
+            print("tiny-clip ->", train_clip(bf16=not a.no_bf16, **kw))
+        elif stage == "vae":
+            from .vae import train_vae
+
+            def on_step(step, flag=a.more_threads_when):
+                if flag is not None and step % 50 == 0 and flag.exists() and torch.get_num_threads() < 2:
+                    torch.set_num_threads(2)
+            print("vae ->", train_vae(bf16=not a.no_bf16, on_step=on_step, **kw))
+        elif stage == "unet":
+            from .unet import train_unet
+            print("unet ->", train_unet(bf16=not a.no_bf16, **kw))
+        elif stage == "assemble":
+            from .assemble import assemble
+            print("models ->", assemble())
+
+
+if __name__ == "__main__":
+    main()

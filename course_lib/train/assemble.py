@@ -1,0 +1,61 @@
+"""Write the shipped models from the training runs: data/models/tiny-sd and data/models/tiny-clip,
+in diffusers / transformers format, fp16 safetensors."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file
+from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
+
+from .clip import image_processor
+from .common import RUNS
+from .unet import noise_scheduler_config, unet_config
+
+MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
+
+
+def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
+    out = Path(out)
+    clip_dir, vae_dir, unet_ckpt = RUNS / "clip" / "final", RUNS / "vae" / "final", RUNS / "unet" / "ckpt"
+    state = json.loads((unet_ckpt / "state.json").read_text())
+    sd = out / "tiny-sd"
+    if sd.exists():
+        shutil.rmtree(sd)
+    # text encoder = tiny-clip's text tower, tokenizer = tiny-clip's tokenizer
+    clip = CLIPModel.from_pretrained(clip_dir)
+    text = CLIPTextModel(clip.config.text_config)
+    text.text_model.load_state_dict(clip.text_model.state_dict())
+    text.half().save_pretrained(sd / "text_encoder")
+    CLIPTokenizer.from_pretrained(clip_dir).save_pretrained(sd / "tokenizer")
+    vae = AutoencoderKL.from_pretrained(vae_dir)
+    vae.register_to_config(scaling_factor=float(state["scaling_factor"]))
+    vae.half().save_pretrained(sd / "vae")
+    unet = UNet2DConditionModel(**unet_config())
+    unet.load_state_dict(load_file(unet_ckpt / ("ema.safetensors" if use_ema else "model.safetensors")))
+    unet.half().save_pretrained(sd / "unet")
+    DDIMScheduler(**noise_scheduler_config()).save_pretrained(sd / "scheduler")
+    (sd / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "feature_extractor": [None, None], "requires_safety_checker": False,
+        "safety_checker": [None, None], "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "image_encoder": [None, None]}, indent=1))
+    tc = out / "tiny-clip"
+    if tc.exists():
+        shutil.rmtree(tc)
+    clip.half().save_pretrained(tc)
+    CLIPTokenizer.from_pretrained(clip_dir).save_pretrained(tc)
+    image_processor().save_pretrained(tc)
+    return out
+
+
+def weights_megabytes(folder: Path = MODELS) -> float:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*.safetensors")) / 2**20
+
+
+if __name__ == "__main__":
+    print(assemble(), f"{weights_megabytes():.1f} MB")

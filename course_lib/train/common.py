@@ -1,0 +1,133 @@
+"""Shared pieces of the training scripts: the dataset cache, resumable safetensors checkpoints,
+time budgets and EMA. Nothing here is pickled: model, optimiser and EMA state are safetensors,
+counters are JSON."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..shapes.world import make_scene
+
+RUNS = Path(os.environ.get("COURSE_RUNS", Path(__file__).resolve().parents[2] / "runs"))
+HELD_OUT_SEED_OFFSET = 10_000_000  # evaluation scenes use seeds from here on; training below
+
+
+def _render_range(args):
+    start, n, size = args
+    imgs = np.empty((n, size, size, 3), np.uint8)
+    caps = []
+    for i in range(n):
+        s = make_scene(start + i, size)
+        imgs[i] = np.asarray(s.image)
+        caps.append(s.caption)
+    return imgs, caps
+
+
+def scene_dataset(n: int, seed_offset: int = 0, size: int = 64, workers: int = 2,
+                  cache: bool = True) -> tuple[np.ndarray, list[str]]:
+    """``n`` rendered training scenes (uint8 N x H x W x 3) and captions; cached under runs/data."""
+    path = RUNS / "data" / f"scenes_{seed_offset}_{n}_{size}.npz"
+    if cache and path.exists():
+        d = np.load(path)
+        return d["images"], [str(c) for c in d["captions"]]
+    chunks = [(seed_offset + i, min(2000, n - i), size) for i in range(0, n, 2000)]
+    if workers > 1:
+        with Pool(workers) as pool:
+            parts = pool.map(_render_range, chunks)
+    else:
+        parts = [_render_range(c) for c in chunks]
+    imgs = np.concatenate([p[0] for p in parts])
+    caps = [c for p in parts for c in p[1]]
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, images=imgs, captions=np.array(caps))
+    return imgs, caps
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> float N x 3 x H x W in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CPUs and GPUs that support it (a no-op context when disabled)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+class Budget:
+    """A wall-clock budget in minutes (None = unlimited)."""
+
+    def __init__(self, minutes: float | None):
+        self.end = None if minutes is None else time.time() + 60 * minutes
+
+    def left(self) -> bool:
+        return self.end is None or time.time() < self.end
+
+
+class EMA:
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: torch.nn.Module):
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    step: int, ema: EMA | None = None, extra: dict | None = None):
+    """model.safetensors, optimizer.safetensors (+ ema.safetensors) and state.json, written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "tmp"
+    tmp.mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    opt = {}
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        for k, v in optimizer.state.get(p, {}).items():
+            opt[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    save_file({k: v.contiguous() for k, v in opt.items()}, tmp / "optimizer.safetensors")
+    if ema is not None:
+        save_file({k: v.contiguous() for k, v in ema.shadow.items()}, tmp / "ema.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=1))
+    for f in tmp.iterdir():
+        os.replace(f, folder / f.name)
+    tmp.rmdir()
+
+
+def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    ema: EMA | None = None) -> dict:
+    """Restore what :func:`save_checkpoint` wrote; returns the state dict (``{}`` if none)."""
+    if not (folder / "state.json").exists():
+        return {}
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    opt = load_file(folder / "optimizer.safetensors")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for key, v in opt.items():
+        i, name = key.split(".", 1)
+        optimizer.state[params[int(i)]][name] = v
+    if ema is not None and (folder / "ema.safetensors").exists():
+        ema.shadow = load_file(folder / "ema.safetensors")
+    return json.loads((folder / "state.json").read_text())
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 200, floor: float = 0.05) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * t)))

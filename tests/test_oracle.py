@@ -1,0 +1,59 @@
+import numpy as np
+from PIL import Image, ImageFilter
+
+from course_lib.bench.base import oracle_accuracy
+from course_lib.shapes import vocab as V
+from course_lib.shapes.oracle import read_image
+from course_lib.shapes.world import single_object
+
+
+def test_oracle_accuracy_on_rendered_held_out_scenes():
+    acc, bg, n = oracle_accuracy(120)
+    assert n > 150
+    assert acc >= 0.99, acc
+    assert bg >= 0.99, bg
+
+
+def test_every_shape_colour_and_background_is_read():
+    for i, shape in enumerate(V.ALL_SHAPES):
+        for j, bg in enumerate(V.BACKGROUNDS):
+            color = V.COLOR_NAMES[(i + j) % len(V.COLOR_NAMES)]
+            r = read_image(single_object(shape, color, bg, rotation=10.0 * j).image)
+            assert r.background == bg
+            assert r.find(shape=shape, color=color) is not None, (shape, color, bg, r.describe())
+
+
+def test_aspect_size_and_pattern():
+    r = read_image(single_object("square", "green", aspect="tall").image).objects[0]
+    assert r.aspect == "tall"
+    r = read_image(single_object("circle", "blue", size="large").image).objects[0]
+    assert r.size == "large"
+    r = read_image(single_object("hexagon", "red", size="large", pattern="striped").image).objects[0]
+    assert r.pattern == "striped" and r.shape == "hexagon"
+
+
+def test_unrecognisable_things_are_not_forced_into_a_class():
+    # an irregular blob: saturated but no Shapes World shape
+    rng = np.random.default_rng(0)
+    a = np.full((64, 64, 3), 240, np.uint8)
+    yy, xx = np.mgrid[0:64, 0:64]
+    blob = np.zeros((64, 64), bool)
+    for _ in range(6):
+        cx, cy, r = rng.uniform(18, 46), rng.uniform(18, 46), rng.uniform(4, 9)
+        blob |= (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+    blob[30:34, 5:60] = True
+    a[blob] = (220, 40, 40)
+    r = read_image(a)
+    assert all(o.shape == "unknown" for o in r.objects)
+    # a grey image has no objects at all
+    assert read_image(np.full((64, 64, 3), 128, np.uint8)).objects == []
+    # an off-palette hue (pink, between purple and red) has colour "unknown"
+    p = np.asarray(single_object("circle", "red").image).copy()
+    m = read_image(p).objects[0].mask
+    p[m] = (230, 40, 150)
+    assert read_image(p).objects[0].color == "unknown"
+
+
+def test_blurred_renders_are_still_read():
+    img = single_object("star", "yellow", "gray", size="large").image.filter(ImageFilter.GaussianBlur(0.8))
+    assert read_image(img).find(shape="star", color="yellow") is not None

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from course_lib.shapes import vocab as V
+from course_lib.shapes.world import (ObjectSpec, SceneSpec, concept_scene, isolated, make_scene, render_spec,
+                                     sample_scene, single_object)
+
+
+def test_same_seed_same_scene():
+    a, b = make_scene(123), make_scene(123)
+    assert a.caption == b.caption
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert make_scene(124).caption != a.caption or not np.array_equal(np.asarray(make_scene(124).image), np.asarray(a.image))
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_ground_truth_is_consistent(size):
+    for seed in range(40):
+        s = make_scene(seed, size)
+        assert s.image.size == (size, size)
+        assert s.background in s.caption
+        for o in s.objects:
+            assert o.shape in s.caption and o.color in s.caption
+            x0, y0, x1, y1 = o.bbox
+            ys, xs = np.nonzero(o.mask)
+            assert xs.min() == x0 and xs.max() + 1 == x1 and ys.min() == y0 and ys.max() + 1 == y1
+            assert not (o.mask & s.background_mask).any()
+            assert (o.mask <= o.amodal_mask).all()
+            # the visible pixels carry the object's colour
+            rgb = np.asarray(s.image)[o.mask].mean(0)
+            assert np.abs(rgb - np.array(V.COLORS[o.color][0])).max() < 80
+
+
+def test_layout_is_the_same_at_any_size():
+    small, big = make_scene(7, 64), make_scene(7, 256)
+    for a, b in zip(small.objects, big.objects):
+        assert np.allclose(np.array(a.centroid) * 4, b.centroid, atol=4)
+
+
+def test_keypoints_are_corners_and_tips():
+    s = single_object("square", "red", rotation=0.0)
+    o = s.objects[0]
+    corners = [v for k, v in o.keypoints.items() if k.startswith("corner")]
+    assert len(corners) == 4
+    x0, y0, x1, y1 = o.bbox
+    for x, y in corners:
+        assert x0 - 1 <= x <= x1 + 1 and y0 - 1 <= y <= y1 + 1
+    star = single_object("star", "blue").objects[0]
+    assert sum(k.startswith("tip") for k in star.keypoints) == 5
+
+
+def test_training_distribution_never_shows_the_held_out_concept():
+    for seed in range(3000):
+        spec = sample_scene(seed)
+        for o in spec.objects:
+            assert o.shape != V.HELD_OUT_SHAPE and o.pattern != V.HELD_OUT_PATTERN
+        assert V.CONCEPT_TOKEN not in spec.caption.split()
+    c = concept_scene(0)
+    assert c.objects[0].shape == V.HELD_OUT_SHAPE and c.objects[0].pattern == V.HELD_OUT_PATTERN
+
+
+def test_vocabulary_is_rich_enough():
+    assert len(V.SHAPES) >= 6 and len(V.COLORS) >= 6 and len(V.BACKGROUNDS) >= 4
+    captions = [sample_scene(s).caption for s in range(400)]
+    text = " ".join(captions)
+    for word in ("small", "large", "tall", "wide", "striped", "left of", "above", "in front of", "checkered"):
+        assert word in text
+    assert any(len(sample_scene(s).objects) == 3 for s in range(100))
+
+
+def test_occlusion_puts_the_front_object_on_top():
+    for seed in range(3000):
+        spec = sample_scene(seed)
+        if spec.relation == "in front of":
+            s = render_spec(spec)
+            front, back = s.objects
+            if (front.amodal_mask & back.amodal_mask).any():
+                assert (front.mask == front.amodal_mask).all()
+                assert not (back.mask == back.amodal_mask).all()
+                assert not isolated(s, 1)
+                return
+    pytest.fail("no occluding scene found")
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="unknown shape"):
+        ObjectSpec(shape="dog", color="red")
+    with pytest.raises(ValueError, match="unknown colour"):
+        ObjectSpec(shape="star", color="pink")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        make_scene(0, size=60)
+    with pytest.raises(ValueError, match="background"):
+        SceneSpec((ObjectSpec("star", "red"),), background="grass")
