@@ -7,6 +7,7 @@ says what to do, instead of hanging on a network that is not there.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -92,8 +93,10 @@ def load_pipeline(model: str | None = None, device: str | None = None, dtype=Non
     model = model or cfg.model
     device = device or cfg.device
     dtype = parse_dtype(dtype) or (cfg.dtype if device == cfg.device else default_dtype(device))
-    pipe = from_pretrained(StableDiffusionPipeline, model, torch_dtype=dtype, safety_checker=None,
-                           requires_safety_checker=False)
+    with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; both load the same
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*")
+        pipe = from_pretrained(StableDiffusionPipeline, model, torch_dtype=dtype, safety_checker=None,
+                               requires_safety_checker=False)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
@@ -105,7 +108,7 @@ def load_clip(model: str = "tiny-clip", device: str | None = None, dtype=None):
 
     device = device or best_device()
     dtype = parse_dtype(dtype) or default_dtype(device)
-    clip = from_pretrained(CLIPModel, model, torch_dtype=dtype).to(device).eval()
+    clip = from_pretrained(CLIPModel, model).to(device, dtype).eval()
     return clip, from_pretrained(CLIPTokenizer, model), from_pretrained(CLIPImageProcessor, model)
 
 

@@ -89,14 +89,35 @@ def sample(pipe, prompt: str | Sequence[str], num_inference_steps: int = 50, gui
            latents: torch.Tensor | None = None, generator: torch.Generator | None = None,
            negative_prompt: str | Sequence[str] = "", uncond_embeddings: Sequence[torch.Tensor] | None = None,
            callback: Callable[[int, int, torch.Tensor], None] | None = None,
-           progress: bool = True, output: str = "pil"):
+           controllers=None, progress: bool = True, output: str = "pil"):
     """Deterministic DDIM sampling with classifier-free guidance.
 
     ``latents``: the starting z_T (random from ``generator`` if None; an inverted latent for real
     images). ``uncond_embeddings``: one unconditional embedding per step (null-text inversion).
-    ``callback(step_index, t, latents)`` runs after each step. Returns PIL images (or a [0, 1] tensor
-    with ``output="tensor"``, or latents with ``output="latent"``).
+    ``callback(step_index, t, latents)`` runs after each step. ``controllers``: attention
+    controllers (:mod:`course_lib.attention`) installed for this call and told the step index.
+    Returns PIL images (or a [0, 1] tensor with ``output="tensor"``, or latents with ``output="latent"``).
     """
+    from .attention import BatchLayout, Controller, attention_control
+
+    ctls = [] if controllers is None else [controllers] if isinstance(controllers, Controller) else list(controllers)
+    if not ctls:
+        return _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generator, negative_prompt,
+                       uncond_embeddings, callback, [], progress, output)
+    n = 1 if isinstance(prompt, str) else len(prompt)
+    for c in ctls:
+        c.begin(BatchLayout(n, guidance_scale > 1.0), num_inference_steps)
+    try:
+        with attention_control(pipe.unet, ctls):
+            return _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generator, negative_prompt,
+                           uncond_embeddings, callback, ctls, progress, output)
+    finally:
+        for c in ctls:
+            c.end()
+
+
+def _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generator, negative_prompt,
+            uncond_embeddings, callback, ctls, progress, output):
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     n = len(prompts)
     cond = encode_text(pipe, prompts)
@@ -109,6 +130,8 @@ def sample(pipe, prompt: str | Sequence[str], num_inference_steps: int = 50, gui
     latents = latents.to(*_device_dtype(pipe))
     pipe.scheduler.set_timesteps(num_inference_steps, device=latents.device)
     for i, t in enumerate(tqdm(pipe.scheduler.timesteps, desc="DDIM", disable=not progress, leave=False)):
+        for c in ctls:
+            c.set_step(i, int(t))
         u = uncond if uncond_embeddings is None else uncond_embeddings[i].expand(n, -1, -1).to(cond.dtype)
         eps = guided_noise(pipe, latents, t, cond, u, guidance_scale)
         latents = pipe.scheduler.step(eps, t, latents).prev_sample

@@ -50,7 +50,7 @@ def random_pipeline(kind: str = "tiny-sd", seed: int = 0, sample_size: int | Non
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL(**vcfg), text_encoder=text, tokenizer=tok, unet=UNet2DConditionModel(**ucfg),
-        scheduler=DDIMScheduler(**noise_scheduler_config()), safety_checker=None, feature_extractor=None,
+        scheduler=DDIMScheduler.from_config(noise_scheduler_config()), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from .clip import image_processor
@@ -27,8 +27,9 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     # text encoder = tiny-clip's text tower, tokenizer = tiny-clip's tokenizer
     clip = CLIPModel.from_pretrained(clip_dir)
     text = CLIPTextModel(clip.config.text_config)
-    text.text_model.load_state_dict(clip.text_model.state_dict())
+    getattr(text, "text_model", text).load_state_dict(clip.text_model.state_dict())
     text.half().save_pretrained(sd / "text_encoder")
+    legacy_text_keys(sd / "text_encoder" / "model.safetensors")
     CLIPTokenizer.from_pretrained(clip_dir).save_pretrained(sd / "tokenizer")
     vae = AutoencoderKL.from_pretrained(vae_dir)
     vae.register_to_config(scaling_factor=float(state["scaling_factor"]))
@@ -36,7 +37,7 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     unet = UNet2DConditionModel(**unet_config())
     unet.load_state_dict(load_file(unet_ckpt / ("ema.safetensors" if use_ema else "model.safetensors")))
     unet.half().save_pretrained(sd / "unet")
-    DDIMScheduler(**noise_scheduler_config()).save_pretrained(sd / "scheduler")
+    DDIMScheduler.from_config(noise_scheduler_config()).save_pretrained(sd / "scheduler")
     (sd / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
         "feature_extractor": [None, None], "requires_safety_checker": False,
@@ -51,6 +52,14 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     CLIPTokenizer.from_pretrained(clip_dir).save_pretrained(tc)
     image_processor().save_pretrained(tc)
     return out
+
+
+def legacy_text_keys(path: Path):
+    """Store CLIPTextModel weights under the ``text_model.`` prefix that Stable Diffusion's text
+    encoders use, so that both transformers 4.x and 5.x load them."""
+    sd = load_file(path)
+    save_file({k if k.startswith("text_model.") else "text_model." + k: v for k, v in sd.items()}, path,
+              metadata={"format": "pt"})
 
 
 def weights_megabytes(folder: Path = MODELS) -> float:

@@ -88,7 +88,7 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     ema = EMA(unet, decay=0.999)
     state = load_checkpoint(out / "ckpt", unet, opt, ema)
     step = state.get("step", 0)
-    sched = DDPMScheduler(**noise_scheduler_config())
+    sched = DDPMScheduler.from_config(noise_scheduler_config())
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas)
     unet, opt = acc.prepare(unet, opt)

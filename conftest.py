@@ -1,0 +1,1 @@
+collect_ignore_glob = ["notebooks/_*.ipynb", ".venv/*", "course_output/*", "runs/*"]

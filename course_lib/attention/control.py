@@ -1,0 +1,169 @@
+"""One attention-control mechanism for every method in the course.
+
+A :class:`Controller` sees each attention layer's queries, keys and values and may change them
+(``edit_qkv``), may read or change the attention probabilities (``edit_probs``, only in the layers
+where it asks for them with ``wants_probs``), and may change the attention output (``edit_output``).
+:func:`attention_control` installs a :class:`CourseAttnProcessor` on every layer through diffusers'
+own API and always puts the original processors back, also when the body raises. The sampling loop
+tells controllers which step it is on (:meth:`Controller.set_step`); nothing counts calls.
+
+Where no controller asks for probabilities, a layer runs ``F.scaled_dot_product_attention`` —
+the fast path — so a controller that only swaps queries, keys or values costs almost nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .layers import Layer, unet_layers
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How the batch of one UNet call is laid out: ``n`` prompts, times 2 with guidance
+    (unconditional half first, as in diffusers)."""
+
+    n: int
+    guidance: bool = True
+
+    @property
+    def halves(self) -> int:
+        return 2 if self.guidance else 1
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """(halves * n, ...) -> (halves, n, ...)."""
+        return x.view(self.halves, self.n, *x.shape[1:])
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(self.halves * self.n, *x.shape[2:])
+
+
+class Controller:
+    """Base class: changes nothing. Subclasses override the hooks they need."""
+
+    def __init__(self):
+        self.step = 0
+        self.timestep = None
+        self.num_steps = None
+        self.layout = BatchLayout(1, True)
+
+    # -- called by the sampling loop
+    def begin(self, layout: BatchLayout, num_steps: int):
+        self.layout, self.num_steps, self.step = layout, num_steps, 0
+
+    def set_step(self, index: int, timestep=None):
+        self.step, self.timestep = index, timestep
+
+    def end(self):
+        pass
+
+    # -- called by the attention processor, per layer
+    def applies(self, layer: Layer) -> bool:
+        return True
+
+    def wants_probs(self, layer: Layer) -> bool:
+        return False
+
+    def edit_qkv(self, layer: Layer, q, k, v):
+        return q, k, v
+
+    def edit_probs(self, layer: Layer, probs):
+        return probs
+
+    def edit_output(self, layer: Layer, out):
+        return out
+
+
+class CourseAttnProcessor:
+    """diffusers attention processor that consults the installed controllers.
+
+    Same arithmetic as diffusers' ``AttnProcessor2_0``; tensors the controllers see are
+    (batch, heads, tokens, head_dim) for q/k/v/output and (batch, heads, queries, keys) for probs.
+    """
+
+    def __init__(self, layer: Layer, controllers: Sequence[Controller]):
+        self.layer = layer
+        self.controllers = [c for c in controllers if c.applies(layer)]
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        batch, seq_len, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, seq_len, batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        q = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        k = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        v = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+
+        for ctl in self.controllers:
+            q, k, v = ctl.edit_qkv(self.layer, q, k, v)
+        if any(ctl.wants_probs(self.layer) for ctl in self.controllers):
+            probs = attention_probs(q, k, attn.scale, attention_mask)
+            for ctl in self.controllers:
+                if ctl.wants_probs(self.layer):
+                    probs = ctl.edit_probs(self.layer, probs)
+            out = probs.to(v.dtype) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0,
+                                                 is_causal=False, scale=attn.scale)
+        for ctl in self.controllers:
+            out = ctl.edit_output(self.layer, out)
+
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(q.dtype)
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def attention_probs(q, k, scale: float, mask=None) -> torch.Tensor:
+    """softmax(q k^T * scale) in float32 (maps are small where they are asked for)."""
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores + mask.float()
+    return scores.softmax(-1)
+
+
+@contextlib.contextmanager
+def attention_control(unet, controllers: Controller | Iterable[Controller]):
+    """Install controllers on every attention layer of ``unet``; restore the original processors on exit.
+
+    ``set_attn_processor`` pops from the dict it is given, so copies are passed both ways.
+    """
+    ctls = [controllers] if isinstance(controllers, Controller) else list(controllers)
+    original = dict(unet.attn_processors)
+    layers = unet_layers(unet)
+    procs = {name: (CourseAttnProcessor(layers[name], ctls) if name in layers else proc)
+             for name, proc in original.items()}
+    unet.set_attn_processor(dict(procs))
+    try:
+        yield ctls[0] if len(ctls) == 1 else ctls
+    finally:
+        unet.set_attn_processor(dict(original))
