@@ -33,3 +33,58 @@ def ddim_invert(pipe, image, prompt: str = "", num_inference_steps: int = 50, gu
         z = inv.step(eps, t, z).prev_sample
         traj.append(z)
     return traj
+
+
+def _step_target(pipe, z, t, eps):
+    return pipe.scheduler.step(eps, t, z).prev_sample
+
+
+def null_text_inversion(pipe, image, prompt: str, num_inference_steps: int = 50, guidance_scale: float = 7.5,
+                        inner_steps: int = 10, lr: float = 1e-2, early_stop: float = 1e-5, progress: bool = True):
+    """Null-text inversion (Mokady et al., 2023): DDIM-invert with guidance 1 (the pivot trajectory),
+    then, step by step, optimise the unconditional embedding so that guided sampling retraces it.
+
+    Returns ``(z_T, uncond_embeddings)``: pass both to :func:`course_lib.sampling.sample` (or an
+    editing method) with the same prompt, step count and guidance to reconstruct the image.
+    Reference settings: Adam, 10 inner steps, lr 1e-2 * (1 - i/100), early stop at 1e-5 + 2e-5 i.
+    """
+    traj = ddim_invert(pipe, image, prompt, num_inference_steps, 1.0, progress=False)
+    cond = encode_text(pipe, prompt)
+    uncond = encode_text(pipe, "")
+    pipe.scheduler.set_timesteps(num_inference_steps, device=cond.device)
+    z = traj[-1]
+    embeddings = []
+    for i, t in enumerate(tqdm(pipe.scheduler.timesteps, desc="null-text inversion", disable=not progress, leave=False)):
+        target = traj[-2 - i]
+        with torch.no_grad():
+            eps_c = pipe.unet(z, t, encoder_hidden_states=cond).sample
+        u = uncond.detach().clone().float().requires_grad_(True)
+        opt = torch.optim.Adam([u], lr=lr * (1.0 - i / 100.0))
+        with torch.enable_grad():
+            for _ in range(inner_steps):
+                eps_u = pipe.unet(z, t, encoder_hidden_states=u.to(cond.dtype)).sample
+                eps = eps_u + guidance_scale * (eps_c - eps_u)
+                loss = torch.nn.functional.mse_loss(_step_target(pipe, z, t, eps).float(), target.float())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if loss.item() < early_stop + i * 2e-5:
+                    break
+        uncond = u.detach().to(cond.dtype)
+        embeddings.append(uncond)
+        with torch.no_grad():
+            z = _step_target(pipe, z, t, guided_noise(pipe, z, t, cond, uncond, guidance_scale))
+    return traj[-1], embeddings
+
+
+@torch.no_grad()
+def negative_prompt_inversion(pipe, image, prompt: str, num_inference_steps: int = 50, progress: bool = True):
+    """Negative-prompt inversion (Miyake et al., 2023): DDIM inversion with guidance 1, then sample
+    with the source prompt's own embedding in place of the unconditional one. Guidance then cancels
+    out for the source, so it is reconstructed as well as with guidance 1 — with no optimisation.
+
+    Returns ``(z_T, uncond_embeddings)`` like :func:`null_text_inversion`.
+    """
+    traj = ddim_invert(pipe, image, prompt, num_inference_steps, 1.0, progress=progress)
+    cond = encode_text(pipe, prompt)
+    return traj[-1], [cond] * num_inference_steps

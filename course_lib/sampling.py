@@ -94,7 +94,8 @@ def sample(pipe, prompt: str | Sequence[str], num_inference_steps: int = 50, gui
 
     ``latents``: the starting z_T (random from ``generator`` if None; an inverted latent for real
     images). ``uncond_embeddings``: one unconditional embedding per step (null-text inversion).
-    ``callback(step_index, t, latents)`` runs after each step. ``controllers``: attention
+    ``callback(step_index, t, latents)`` runs after each step; if it returns a tensor, that becomes
+    the latents (LocalBlend and Plug-and-Play's source branch use this). ``controllers``: attention
     controllers (:mod:`course_lib.attention`) installed for this call and told the step index.
     Returns PIL images (or a [0, 1] tensor with ``output="tensor"``, or latents with ``output="latent"``).
     """
@@ -136,7 +137,9 @@ def _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generato
         eps = guided_noise(pipe, latents, t, cond, u, guidance_scale)
         latents = pipe.scheduler.step(eps, t, latents).prev_sample
         if callback is not None:
-            callback(i, int(t), latents)
+            replaced = callback(i, int(t), latents)
+            if replaced is not None:
+                latents = replaced
     if output == "latent":
         return latents
     images = decode(pipe, latents)

@@ -61,6 +61,13 @@ class Controller:
     def end(self):
         pass
 
+    # -- called by attention_control: controllers that hook other modules (features) install here
+    def attach(self, unet):
+        pass
+
+    def detach(self):
+        pass
+
     # -- called by the attention processor, per layer
     def applies(self, layer: Layer) -> bool:
         return True
@@ -163,7 +170,13 @@ def attention_control(unet, controllers: Controller | Iterable[Controller]):
     procs = {name: (CourseAttnProcessor(layers[name], ctls) if name in layers else proc)
              for name, proc in original.items()}
     unet.set_attn_processor(dict(procs))
+    attached = []
     try:
+        for c in ctls:
+            c.attach(unet)
+            attached.append(c)
         yield ctls[0] if len(ctls) == 1 else ctls
     finally:
+        for c in attached:
+            c.detach()
         unet.set_attn_processor(dict(original))

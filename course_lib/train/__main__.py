@@ -1,6 +1,7 @@
 """Train the embedded models: ``python -m course_lib.train STAGE [options]``.
 
-Stages, in order: ``clip`` (tiny-clip), ``vae`` (tiny-sd's VAE), ``unet`` (tiny-sd's UNet),
+Stages, in order: ``clip`` (tiny-clip), ``vae`` (tiny-sd's VAE), ``vae-decoder`` (optional:
+decoder-only fine-tuning, can run beside ``unet`` since the latent space stays), ``unet`` (tiny-sd's UNet),
 ``assemble`` (write data/models/tiny-sd and data/models/tiny-clip in fp16). ``all`` runs the four.
 Every stage is seeded, stops at its time budget (``--minutes``), saves a resumable checkpoint under
 ``runs/`` and continues from it when run again. Runs under ``accelerate launch -m course_lib.train``
@@ -17,10 +18,11 @@ import torch
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["clip", "vae", "unet", "assemble", "all"])
+    p.add_argument("stage", choices=["clip", "vae", "vae-decoder", "unet", "assemble", "all"])
     p.add_argument("--minutes", type=float, default=None, help="time budget of this run")
     p.add_argument("--steps", type=int, default=None, help="total steps of the schedule")
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--more-threads-when", type=Path, default=None,
                    help="switch to 2 threads once this file exists (e.g. when a parallel stage ends)")
@@ -29,7 +31,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    kw = {k: v for k, v in dict(minutes=a.minutes, steps=a.steps, batch=a.batch).items() if v is not None}
+    kw = {k: v for k, v in dict(minutes=a.minutes, steps=a.steps, batch=a.batch, lr=a.lr).items() if v is not None}
     kw.update(seed=a.seed)
     stages = ["clip", "vae", "unet", "assemble"] if a.stage == "all" else [a.stage]
     for stage in stages:
@@ -43,6 +45,9 @@ def main(argv=None):
                 if flag is not None and step % 50 == 0 and flag.exists() and torch.get_num_threads() < 2:
                     torch.set_num_threads(2)
             print("vae ->", train_vae(bf16=not a.no_bf16, on_step=on_step, **kw))
+        elif stage == "vae-decoder":
+            from .vae import train_vae_decoder
+            print("vae decoder ->", train_vae_decoder(bf16=not a.no_bf16, **kw))
         elif stage == "unet":
             from .unet import train_unet
             print("unet ->", train_unet(bf16=not a.no_bf16, **kw))

@@ -87,7 +87,7 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     ema = EMA(unet, decay=0.999)
     state = load_checkpoint(out / "ckpt", unet, opt, ema)
-    step = state.get("step", 0)
+    step, prev_seconds = state.get("step", 0), state.get("seconds_total", 0.0)
     sched = DDPMScheduler.from_config(noise_scheduler_config())
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas)
@@ -121,9 +121,8 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
         bar.update(1)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{avg:.4f}")
-        if step % 500 == 0:
-            save_checkpoint(out / "ckpt", acc.unwrap_model(unet), opt, step, ema,
-                            extra={"scaling_factor": float(d["scaling"])})
-    save_checkpoint(out / "ckpt", acc.unwrap_model(unet), opt, step, ema,
-                    extra={"scaling_factor": float(d["scaling"]), "seconds_this_run": time.time() - t0})
+        if step % 500 == 0 or step == steps or not budget.left():
+            save_checkpoint(out / "ckpt", acc.unwrap_model(unet), opt, step, ema, extra={
+                "scaling_factor": float(d["scaling"]), "batch": batch, "lr": lr, "steps_planned": steps,
+                "seconds_total": prev_seconds + time.time() - t0, "threads": torch.get_num_threads()})
     return out / "ckpt"
