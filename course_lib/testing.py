@@ -54,3 +54,34 @@ def random_pipeline(kind: str = "tiny-sd", seed: int = 0, sample_size: int | Non
         requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+FULL_SD_UNETS = {
+    "sd15": dict(sample_size=64, block_out_channels=[320, 640, 1280, 1280], attention_head_dim=8,
+                 cross_attention_dim=768, use_linear_projection=False, layers_per_block=2),
+    "sd21": dict(sample_size=96, block_out_channels=[320, 640, 1280, 1280], attention_head_dim=[5, 10, 20, 20],
+                 cross_attention_dim=1024, use_linear_projection=True, layers_per_block=2),
+}
+
+
+def full_size_sd_pipeline(kind: str = "sd15", seed: int = 0) -> StableDiffusionPipeline:
+    """Stable Diffusion 1.5 / 2.1 at full size with random weights (for GPU benchmarks only:
+    about 1 B parameters)."""
+    torch.manual_seed(seed)
+    tok = CLIPTokenizer.from_pretrained(build_tokenizer(Path(tempfile.mkdtemp()) / "tok", model_max_length=77))
+    u = FULL_SD_UNETS[kind]
+    unet = UNet2DConditionModel(in_channels=4, out_channels=4, down_block_types=SD_BLOCKS["down_block_types"],
+                                up_block_types=SD_BLOCKS["up_block_types"], **u)
+    width = u["cross_attention_dim"]
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=12 if kind == "sd15" else 23,
+        num_attention_heads=width // 64, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[128, 256, 512, 512],
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                        layers_per_block=2, sample_size=u["sample_size"] * 8)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler.from_config(noise_scheduler_config()),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

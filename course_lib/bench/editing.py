@@ -1,0 +1,125 @@
+"""Suites ``p2p`` and ``pnp``: oracle-scored word swaps and translations on tiny-sd."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..config import get_config
+from ..inversion import ddim_invert, negative_prompt_inversion, null_text_inversion
+from ..methods.p2p import P2PEdit, p2p_edit
+from ..methods.pnp import pnp_translate
+from ..metrics import mask_iou, psnr
+from ..models import load_pipeline
+from ..sampling import sample
+from ..shapes import vocab as V
+from ..shapes.oracle import read_image
+from ..shapes.world import SceneSpec, render_spec
+from . import Row, suite
+from .base import held_out_scenes
+
+
+def swap_case(scene, i: int):
+    """(target spec, source word, target word): a colour swap for even i, a shape swap for odd i."""
+    o = scene.spec.objects[0]
+    if i % 2 == 0:
+        new = V.COLOR_NAMES[(V.COLOR_NAMES.index(o.color) + 1 + i // 2 % 5) % len(V.COLOR_NAMES)]
+        return scene.spec.replace_object(0, color=new), o.color, new
+    new = V.SHAPES[(V.SHAPES.index(o.shape) + 1 + i // 2 % 5) % len(V.SHAPES)]
+    return scene.spec.replace_object(0, shape=new), o.shape, new
+
+
+def edit_scores(source_img, target_img, target_spec: SceneSpec, source_mask=None):
+    """(success, background PSNR): the oracle finds the target object; pixels outside the union of
+    the source and target objects (dilated by 1 px) stay."""
+    o = target_spec.objects[0]
+    rt, rs = read_image(target_img), read_image(source_img)
+    found = rt.find(shape=o.shape, color=o.color)
+    union = np.zeros(np.asarray(source_img).shape[:2], bool)
+    for r in (rt, rs):
+        for obj in r.objects:
+            union |= obj.mask
+    if source_mask is not None:
+        union |= source_mask
+    keep = ~ndimage.binary_dilation(union, iterations=1)
+    return found is not None, psnr(source_img, target_img, keep)
+
+
+def _edit(smoke):
+    return P2PEdit(kind="swap", cross_replace_steps=0.8, self_replace_steps=0.4)
+
+
+@suite("p2p")
+def p2p(smoke: bool | None = None) -> list[Row]:
+    cfg = get_config()
+    smoke = cfg.smoke if smoke is None else smoke
+    pipe = load_pipeline("tiny-sd", device=cfg.device, dtype=cfg.dtype)
+    steps, n = cfg.pick(50, 20), (6 if smoke else 26)
+    rows = []
+    # generated sources
+    res = {"p2p": [], "naive": []}
+    t_edit = 0.0
+    for i, s in enumerate(held_out_scenes(n, offset=20_000)):
+        spec, a, b = swap_case(s, i)
+        g = torch.Generator().manual_seed(i)
+        z = torch.randn((1, 4, 16, 16), generator=g)
+        edit = replace(_edit(smoke), local_blend=[spec.objects[0].shape, s.spec.objects[0].shape])
+        t = time.perf_counter()
+        src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=z, progress=False)
+        t_edit += time.perf_counter() - t
+        n_src, n_tgt = sample(pipe, [s.caption, spec.caption], steps, 7.5, latents=z, progress=False)
+        res["p2p"].append(edit_scores(src, tgt, spec))
+        res["naive"].append(edit_scores(n_src, n_tgt, spec))
+    for name, r in res.items():
+        ok = 100 * np.mean([x[0] for x in r])
+        bg = float(np.mean([x[1] for x in r]))
+        bars = (90, 28) if name == "p2p" else (None, None)
+        rows.append(Row("p2p", f"{name}: word swap success, generated", ok, "%", bars[0], detail=f"{n} cases"))
+        rows.append(Row("p2p", f"{name}: background PSNR, generated", bg, " dB", bars[1]))
+    rows.append(Row("p2p", "seconds per P2P edit (source + target)", t_edit / n, " s",
+                    detail=f"{steps} steps on {cfg.device}"))
+    # real (rendered) sources through null-text inversion
+    k = 3 if smoke else 25
+    res_r, rec = [], []
+    t_nt = 0.0
+    for i, s in enumerate(held_out_scenes(k, offset=30_000)):
+        spec, _, _ = swap_case(s, i)
+        t = time.perf_counter()
+        zT, u = null_text_inversion(pipe, s.image, s.caption, steps, 7.5, progress=False)
+        t_nt += time.perf_counter() - t
+        edit = replace(_edit(smoke), local_blend=[spec.objects[0].shape, s.spec.objects[0].shape])
+        src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=zT, uncond_embeddings=u,
+                            progress=False)
+        rec.append(psnr(s.image, src))
+        res_r.append(edit_scores(s.image, tgt, spec, source_mask=s.objects[0].mask))
+    rows.append(Row("p2p", "null-text inversion reconstruction PSNR", float(np.mean(rec)), " dB", 30,
+                    detail=f"{k} rendered scenes, guidance 7.5, {t_nt / k:.0f} s each"))
+    rows.append(Row("p2p", "p2p: word swap success, real (inverted)", 100 * np.mean([x[0] for x in res_r]), "%", 90))
+    rows.append(Row("p2p", "p2p: background PSNR, real (inverted)", float(np.mean([x[1] for x in res_r])), " dB", 28))
+    return rows
+
+
+@suite("pnp")
+def pnp(smoke: bool | None = None) -> list[Row]:
+    cfg = get_config()
+    smoke = cfg.smoke if smoke is None else smoke
+    pipe = load_pipeline("tiny-sd", device=cfg.device, dtype=cfg.dtype)
+    steps, n = cfg.pick(50, 20), (4 if smoke else 20)
+    ok, iou, t_all = [], [], 0.0
+    for i, s in enumerate(held_out_scenes(n, offset=40_000)):
+        o = s.spec.objects[0]
+        new = V.COLOR_NAMES[(V.COLOR_NAMES.index(o.color) + 2) % len(V.COLOR_NAMES)]
+        spec = s.spec.replace_object(0, color=new)
+        t = time.perf_counter()
+        _, out = pnp_translate(pipe, s.image, spec.caption, "", num_inference_steps=steps, progress=False)
+        t_all += time.perf_counter() - t
+        found = read_image(out).find(color=new)
+        ok.append(found is not None and found.shape == o.shape)
+        iou.append(mask_iou(found.mask, s.objects[0].mask) if found is not None else 0.0)
+    return [Row("pnp", "translation success (new colour, same shape)", 100 * np.mean(ok), "%",
+                detail=f"{n} rendered scenes"),
+            Row("pnp", "structure kept: mask IoU with the source", float(np.mean(iou)), ""),
+            Row("pnp", "seconds per translation", t_all / n, " s", detail=f"{steps} steps, inversion included")]
