@@ -1,8 +1,8 @@
 """Train the embedded models: ``python -m course_lib.train STAGE [options]``.
 
-Stages, in order: ``clip`` (tiny-clip), ``vae`` (tiny-sd's VAE), ``vae-decoder`` (optional:
-decoder-only fine-tuning, can run beside ``unet`` since the latent space stays), ``unet`` (tiny-sd's UNet),
-``assemble`` (write data/models/tiny-sd and data/models/tiny-clip in fp16). ``all`` runs the four.
+Stages, in order: ``clip`` (tiny-clip), ``vae`` (tiny-sd's VAE), ``unet`` (tiny-sd's UNet),
+``assemble`` (write data/models/tiny-sd and data/models/tiny-clip in fp16), ``card`` (measure them
+and write the model card). ``all`` runs the five.
 Every stage is seeded, stops at its time budget (``--minutes``), saves a resumable checkpoint under
 ``runs/`` and continues from it when run again. Runs under ``accelerate launch -m course_lib.train``
 as well as plain ``python -m``; on a GPU add ``--no-bf16`` if the card has no bf16.
@@ -18,7 +18,7 @@ import torch
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["clip", "vae", "vae-decoder", "unet", "assemble", "all"])
+    p.add_argument("stage", choices=["clip", "vae", "unet", "assemble", "card", "all"])
     p.add_argument("--minutes", type=float, default=None, help="time budget of this run")
     p.add_argument("--steps", type=int, default=None, help="total steps of the schedule")
     p.add_argument("--batch", type=int, default=None)
@@ -33,7 +33,7 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     kw = {k: v for k, v in dict(minutes=a.minutes, steps=a.steps, batch=a.batch, lr=a.lr).items() if v is not None}
     kw.update(seed=a.seed)
-    stages = ["clip", "vae", "unet", "assemble"] if a.stage == "all" else [a.stage]
+    stages = ["clip", "vae", "unet", "assemble", "card"] if a.stage == "all" else [a.stage]
     for stage in stages:
         if stage == "clip":
             from .clip import train_clip
@@ -45,15 +45,16 @@ def main(argv=None):
                 if flag is not None and step % 50 == 0 and flag.exists() and torch.get_num_threads() < 2:
                     torch.set_num_threads(2)
             print("vae ->", train_vae(bf16=not a.no_bf16, on_step=on_step, **kw))
-        elif stage == "vae-decoder":
-            from .vae import train_vae_decoder
-            print("vae decoder ->", train_vae_decoder(bf16=not a.no_bf16, **kw))
         elif stage == "unet":
             from .unet import train_unet
             print("unet ->", train_unet(bf16=not a.no_bf16, **kw))
         elif stage == "assemble":
             from .assemble import assemble
             print("models ->", assemble())
+        elif stage == "card":
+            from .card import write_card
+            write_card()
+            print("model card -> data/models/README.md")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+
+from course_lib.train import common
+from course_lib.train.common import EMA, cosine_lr, load_checkpoint, save_checkpoint
+
+
+def test_checkpoints_round_trip_model_optimizer_and_ema(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ema = EMA(model)
+    for step in range(3):
+        model(torch.randn(5, 4)).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+        ema.update(model, step)
+    save_checkpoint(tmp_path / "ckpt", model, opt, 3, ema, extra={"note": "x"})
+    assert not (tmp_path / "ckpt" / "tmp").exists()
+    model2 = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-2)
+    ema2 = EMA(model2)
+    state = load_checkpoint(tmp_path / "ckpt", model2, opt2, ema2)
+    assert state == {"step": 3, "note": "x"}
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    for k in ema.shadow:
+        assert torch.equal(ema.shadow[k], ema2.shadow[k])
+    # the restored optimiser continues exactly like the original
+    x = torch.randn(5, 4)
+    for m, o in ((model, opt), (model2, opt2)):
+        m(x).pow(2).mean().backward()
+        o.step()
+    for a, b in zip(model.parameters(), model2.parameters()):
+        torch.testing.assert_close(a, b)
+    assert load_checkpoint(tmp_path / "none", model2, opt2) == {}
+
+
+def test_learning_rate_schedule():
+    assert cosine_lr(0, 1000, 1.0, warmup=100) == pytest.approx(0.01)
+    assert cosine_lr(99, 1000, 1.0, warmup=100) == pytest.approx(1.0)
+    assert cosine_lr(1000, 1000, 1.0, warmup=100) == pytest.approx(0.05)
+    assert cosine_lr(500, 1000, 1.0, warmup=100) < cosine_lr(200, 1000, 1.0, warmup=100)
+
+
+def test_clip_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    from transformers import CLIPModel
+
+    from course_lib.train.clip import train_clip
+    monkeypatch.setattr(common, "RUNS", tmp_path)
+    final = train_clip(out=tmp_path / "clip", minutes=None, steps=2, batch=8, n_scenes=32)
+    assert json.loads((tmp_path / "clip" / "ckpt" / "state.json").read_text())["step"] == 2
+    train_clip(out=tmp_path / "clip", minutes=None, steps=3, batch=8, n_scenes=32)
+    assert json.loads((tmp_path / "clip" / "ckpt" / "state.json").read_text())["step"] == 3
+    model = CLIPModel.from_pretrained(final)
+    assert model.config.text_config.hidden_size == 128
