@@ -11,7 +11,7 @@ import torch
 def self_attention_components(self_map: torch.Tensor, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """SVD of a self-attention map M (HW x HW): the top ``k`` left singular vectors as (k, H, W)
     images, and all singular values. The leading components show the image's layout."""
-    m = self_map.reshape(self_map.shape[-2], self_map.shape[-1]).double()
+    m = self_map.reshape(-1, self_map.shape[-1]).double()
     side = int(round(math.sqrt(m.shape[0])))
     u, s, _ = torch.linalg.svd(m)
     comps = u[:, :k].T.reshape(k, side, side).numpy()

@@ -21,13 +21,22 @@ def show_images(images: Sequence, titles: Sequence[str] | None = None, cols: int
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < n:
-            ax.imshow(as_array(images[k]).clip(0, 1), interpolation="nearest")
+            im = images[k]
+            if _is_map(im):  # a 2-D map (attention, mask, component): a colour scale, not an image
+                ax.imshow(np.asarray(im.detach().cpu() if hasattr(im, "detach") else im, dtype=float),
+                          cmap="inferno", interpolation="nearest")
+            else:
+                ax.imshow(as_array(im).clip(0, 1), interpolation="nearest")
             if titles is not None:
                 ax.set_title(_wrap(titles[k]), fontsize=fontsize)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def _is_map(im) -> bool:
+    return hasattr(im, "ndim") and im.ndim == 2
 
 
 def _wrap(text: str, width: int = 28) -> str:
