@@ -27,6 +27,9 @@ def main(argv=None):
     p.add_argument("--more-threads-when", type=Path, default=None,
                    help="switch to 2 threads once this file exists (e.g. when a parallel stage ends)")
     p.add_argument("--no-bf16", action="store_true")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="unet: start from these UNet weights when runs/unet has no checkpoint "
+                        "(e.g. data/models/tiny-sd/unet on a machine without the training runs)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
@@ -47,7 +50,7 @@ def main(argv=None):
             print("vae ->", train_vae(bf16=not a.no_bf16, on_step=on_step, **kw))
         elif stage == "unet":
             from .unet import train_unet
-            print("unet ->", train_unet(bf16=not a.no_bf16, **kw))
+            print("unet ->", train_unet(bf16=not a.no_bf16, init_from=a.init_from, **kw))
         elif stage == "assemble":
             from .assemble import assemble
             print("models ->", assemble())

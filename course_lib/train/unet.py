@@ -75,18 +75,25 @@ def prepare_cache(clip_dir: Path, vae_dir: Path, n_scenes: int, cache: Path) -> 
 
 def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000, batch: int = 48,
                lr: float = 5e-4, n_scenes: int = 40000, seed: int = 0, bf16: bool = True,
-               cond_dropout: float = 0.1, snr_gamma: float = 5.0) -> Path:
+               cond_dropout: float = 0.1, snr_gamma: float = 5.0, init_from: Path | None = None) -> Path:
     out = Path(out or RUNS / "unet")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     acc = Accelerator()
-    d = prepare_cache(RUNS / "clip" / "final", RUNS / "vae" / "final", n_scenes, out / "cache.safetensors")
+    shipped = Path(__file__).resolve().parents[2] / "data" / "models"
+    clip_dir = RUNS / "clip" / "final" if (RUNS / "clip" / "final").exists() else shipped / "tiny-clip"
+    vae_dir = RUNS / "vae" / "final" if (RUNS / "vae" / "final").exists() else shipped / "tiny-sd" / "vae"
+    d = prepare_cache(clip_dir, vae_dir, n_scenes, out / "cache.safetensors")
     latents = d["latents"].float() * d["scaling"]
     embs, index, null = d["embeddings"], d["index"], int(d["null"])
     unet = UNet2DConditionModel(**unet_config())
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
     ema = EMA(unet, decay=0.999)
     state = load_checkpoint(out / "ckpt", unet, opt, ema)
+    if not state and init_from is not None:  # e.g. continue from the shipped fp16 weights on a new machine
+        unet.load_state_dict({k: v.float() for k, v in UNet2DConditionModel.from_pretrained(init_from).state_dict().items()})
+        ema = EMA(unet, decay=0.999)
+        print(f"no checkpoint in {out / 'ckpt'}: starting from the weights in {init_from} with a new optimiser")
     step, prev_seconds = state.get("step", 0), state.get("seconds_total", 0.0)
     sched = DDPMScheduler.from_config(noise_scheduler_config())
     alphas = sched.alphas_cumprod
