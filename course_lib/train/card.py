@@ -40,6 +40,11 @@ def write_card(out: Path = MODELS / "README.md", n_generations: int = 200, hardw
     s_clip, s_vae, s_unet = _state("clip"), _state("vae"), _state("unet")
     hardware = hardware or f"{torch.get_num_threads()}-core CPU ({platform.machine()}), torch {torch.__version__}"
     params = {n: parameter_count(getattr(pipe, n)) / 1e6 for n in ("vae", "text_encoder", "unet")}
+    shape_status = "" if share["shape"] >= 0.9 else (
+        f"- **Shapes are not learned yet**: the UNet gets colours and backgrounds right but draws the "
+        f"right shape in only {100 * share['shape']:.0f}% of generations, short of the course's 90% bar. "
+        "It needs more training: `python -m course_lib.train unet --steps N --minutes M` resumes from "
+        "`runs/unet/ckpt` (or, on a machine without it, add `--init-from data/models/tiny-sd/unet`).\n")
     card = f"""# Embedded models: tiny-sd and tiny-clip
 
 Both are trained by this repository's own scripts (`course_lib/train`) on **Shapes World**, the
@@ -118,7 +123,7 @@ takes `--minutes`); on a GPU the same scripts run under `accelerate launch -m co
 
 ## Limits
 
-- 64x64 images, one to three flat objects: a teaching model, not an image generator.
+{shape_status}- 64x64 images, one to three flat objects: a teaching model, not an image generator.
 - Generated objects can be blurred or mis-shaped; the oracle then answers "unknown" and the case
   counts as a failure in every figure of the course.
 - The text encoder was trained on Shapes World captions only: words outside the vocabulary are
