@@ -15,7 +15,7 @@ def test_every_caption_word_is_one_token(tmp_path):
     for w in caption_words():
         assert len(tok(w).input_ids) == 3, w  # <bos> word <eos>
     ids = tok("a small red striped star left of a blue circle on a gray background").input_ids
-    assert len(ids) == 15
+    assert len(ids) == 16  # 14 words, each one token, and the start and end tokens
     assert tok.convert_ids_to_tokens(tok(CONCEPT_TOKEN).input_ids)[1] == CONCEPT_TOKEN + "</w>"
     # unknown words are split, never refused
     assert len(tok("a zebra").input_ids) > 4
@@ -28,10 +28,12 @@ def _names(reqs):
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = _names(project["dependencies"]) | _names(project["optional-dependencies"]["dev"])
-    env, in_pip = set(), False
+    env, in_deps = set(), False
     for line in (ROOT / "environment.yml").read_text().splitlines():
         s = line.strip()
-        if not s.startswith("- "):
+        if s.startswith("dependencies:"):
+            in_deps = True
+        if not in_deps or not s.startswith("- "):
             continue
         item = s[2:].strip()
         if item in ("pip", "pip:") or item.startswith("python="):
