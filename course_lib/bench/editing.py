@@ -48,7 +48,8 @@ def edit_scores(source_img, target_img, target_spec: SceneSpec, source_mask=None
     return found is not None, psnr(source_img, target_img, keep)
 
 
-def _edit(smoke):
+def _edit() -> P2PEdit:
+    """The reference code's settings for a word swap."""
     return P2PEdit(kind="swap", cross_replace_steps=0.8, self_replace_steps=0.4)
 
 
@@ -66,7 +67,7 @@ def p2p(smoke: bool | None = None) -> list[Row]:
         spec, a, b = swap_case(s, i)
         g = torch.Generator().manual_seed(i)
         z = torch.randn((1, 4, 16, 16), generator=g)
-        edit = replace(_edit(smoke), local_blend=[spec.objects[0].shape, s.spec.objects[0].shape])
+        edit = replace(_edit(), local_blend=[spec.objects[0].shape, s.spec.objects[0].shape])
         t = time.perf_counter()
         src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=z, progress=False)
         t_edit += time.perf_counter() - t
@@ -90,7 +91,7 @@ def p2p(smoke: bool | None = None) -> list[Row]:
         t = time.perf_counter()
         zT, u = null_text_inversion(pipe, s.image, s.caption, steps, 7.5, progress=False)
         t_nt += time.perf_counter() - t
-        edit = replace(_edit(smoke), local_blend=[spec.objects[0].shape, s.spec.objects[0].shape])
+        edit = replace(_edit(), local_blend=[spec.objects[0].shape, s.spec.objects[0].shape])
         src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=zT, uncond_embeddings=u,
                             progress=False)
         rec.append(psnr(s.image, src))
