@@ -43,9 +43,9 @@ def measure(pipe, prompts, blend_word: str, steps: int, reps: int, tag: str, dev
 
     plain = run("plain", lambda: sample(pipe, prompts, steps, 7.5, latents=z, progress=False, output="latent"))
     edit = run("p2p", lambda: p2p_edit(pipe, prompts[0], prompts[1:], P2PEdit(), steps, latents=z,
-                                        progress=False, output="tensor"))
+                                        progress=False, output="latent"))
     blend = run("p2p+blend", lambda: p2p_edit(pipe, prompts[0], prompts[1:], P2PEdit(local_blend=[blend_word]),
-                                               steps, latents=z, progress=False, output="tensor"))
+                                               steps, latents=z, progress=False, output="latent"))
     everywhere = run("explicit", lambda: sample(pipe, prompts, steps, 7.5, latents=z, progress=False, output="latent",
                                                 controllers=AttentionStore(kinds=("cross", "self"))))
     rows = [Row("perf", f"{tag}: plain generation, batch {len(prompts)}", plain, " s", detail=f"{steps} steps"),
