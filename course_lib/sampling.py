@@ -4,6 +4,8 @@ and it is the loop later lessons attach attention controllers to.
 """
 from __future__ import annotations
 
+import contextlib
+
 from typing import Callable, Sequence
 
 import numpy as np
@@ -102,19 +104,15 @@ def sample(pipe, prompt: str | Sequence[str], num_inference_steps: int = 50, gui
     from .attention import BatchLayout, Controller, attention_control
 
     ctls = [] if controllers is None else [controllers] if isinstance(controllers, Controller) else list(controllers)
-    if not ctls:
-        return _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generator, negative_prompt,
-                       uncond_embeddings, callback, [], progress, output)
     n = 1 if isinstance(prompt, str) else len(prompt)
-    for c in ctls:
-        c.begin(BatchLayout(n, guidance_scale > 1.0), num_inference_steps)
-    try:
-        with attention_control(pipe.unet, ctls):
-            return _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generator, negative_prompt,
-                           uncond_embeddings, callback, ctls, progress, output)
-    finally:
-        for c in ctls:
-            c.end()
+    with contextlib.ExitStack() as stack:
+        if ctls:
+            for c in ctls:
+                c.begin(BatchLayout(n, guidance_scale > 1.0), num_inference_steps)
+            stack.callback(lambda: [c.end() for c in ctls])  # runs after the processors are restored
+            stack.enter_context(attention_control(pipe.unet, ctls))
+        return _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generator, negative_prompt,
+                       uncond_embeddings, callback, ctls, progress, output)
 
 
 def _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generator, negative_prompt,

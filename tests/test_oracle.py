@@ -1,5 +1,5 @@
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import ImageFilter
 
 from course_lib.bench.base import oracle_accuracy
 from course_lib.shapes import vocab as V

@@ -9,7 +9,7 @@ import torch
 from scipy import ndimage
 
 from ..config import get_config
-from ..inversion import ddim_invert, negative_prompt_inversion, null_text_inversion
+from ..inversion import null_text_inversion
 from ..methods.p2p import P2PEdit, p2p_edit
 from ..methods.pnp import pnp_translate
 from ..metrics import mask_iou, psnr
@@ -17,7 +17,7 @@ from ..models import load_pipeline
 from ..sampling import sample
 from ..shapes import vocab as V
 from ..shapes.oracle import read_image
-from ..shapes.world import SceneSpec, render_spec
+from ..shapes.world import SceneSpec
 from . import Row, suite
 from .base import held_out_scenes
 

@@ -33,7 +33,7 @@ from PIL import Image
 from scipy import ndimage
 
 from . import vocab as V
-from .world import SceneSpec, ObjectSpec, render, shape_outline
+from .world import SceneSpec, ObjectSpec, render
 
 SAT_MIN, VAL_MIN = 0.4, 0.2
 MIN_AREA_FRAC = 0.004
