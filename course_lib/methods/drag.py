@@ -54,14 +54,13 @@ class DragConfig:
     num_inference_steps: int = 50
     drag_step: int = 35  # t: invert this many of the steps, optimise z_t there
     feature_block: str = "up_blocks.1"  # output of the second decoder block
-    supervision_scale: float = 1.0  # features upsampled to this x image side (reference code: 0.5 at 512 px;
-    # tiny-sd's 64 px images need the full side so that one step moves content by 1/64 of it)
+    supervision_scale: float = 0.5  # features upsampled to this x image side (reference code: 256 px at 512)
     r1: int = 1  # motion-supervision patch radius (supervision pixels)
-    r2: int = 3  # point-tracking search radius
+    r2: int = 2  # point-tracking search radius (reference code: 3; tiny-sd's flat shapes let a wide search drift)
     lam: float = 0.1  # lambda, weight of the unmasked-region term
-    lr: float = 0.01  # Adam on z_t
+    lr: float = 0.05  # Adam on z_t (reference code: 0.01; at that rate tiny-sd's content barely moves in 80 steps)
     max_iterations: int = 80
-    stop_distance: float = 1.0  # supervision pixels (reference code: 2 at half resolution = 4 image px at 512)
+    stop_distance: float = 1.0  # supervision pixels (reference code: 2); 1 at half resolution = 2 image px
     reference_control: bool = True
     control_places: Sequence[str] = ("up",)  # decoder self-attention layers (MasaCtrl's layers 10-15 of SD)
     guidance_scale: float = 1.0  # the reference code denoises without classifier-free guidance
@@ -89,7 +88,7 @@ class DragResult:
     losses: list[float] = field(default_factory=list)
     handle_paths: list[np.ndarray] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
-    unet: torch.nn.Module | None = None  # the LoRA copy (reuse it for another drag on the same image)
+    unet: torch.nn.Module | None = field(default=None, repr=False)  # the LoRA copy (reuse it for another drag)
 
 
 # ----------------------------------------------------------------------------- input checks

@@ -95,7 +95,7 @@ class ImagicResult:
     target_prompt: str
     target_embedding: torch.Tensor  # e_tgt, 1 x tokens x width
     optimized_embedding: torch.Tensor  # e_opt
-    unet: torch.nn.Module | None  # the fine-tuned copy; None for finetune="none"
+    unet: torch.nn.Module | None = field(repr=False)  # the fine-tuned copy; None for finetune="none"
     config: ImagicConfig
     embedding_losses: list[float] = field(default_factory=list)
     finetune_losses: list[float] = field(default_factory=list)
