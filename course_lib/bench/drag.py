@@ -13,12 +13,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from ..config import get_config
 from ..methods.drag import DragConfig, drag_edit, fit_identity_lora
 from ..metrics import psnr
 from ..models import load_pipeline
 from ..shapes.oracle import read_image
+from ..shapes.world import make_scene
 from . import Row, suite
 from .base import held_out_scenes
 
@@ -111,4 +113,25 @@ def drag(smoke: bool | None = None) -> list[Row]:
     rows.append(Row("drag", "seconds per drag (LoRA + inversion + optimisation + denoising)", float(np.mean(seconds)),
                     " s", detail=f"LoRA {np.mean(lora_seconds):.0f} s of it; {base.lora_steps} LoRA steps, "
                                  f"up to {base.max_iterations} latent steps on {cfg.device}"))
-    return rows
+    return rows + sd15_timing(smoke)
+
+
+def sd15_timing(smoke: bool) -> list[Row]:
+    """A drag end to end (LoRA 80 steps + inversion + up to 80 latent steps + denoising) on the
+    Stable Diffusion 1.5 architecture with random weights, 512x512, fp16, on a CUDA GPU; the paper
+    reports about 50 s on an A100."""
+    name = "SD 1.5 architecture, 512x512 fp16: seconds per drag (LoRA + optimisation)"
+    if not torch.cuda.is_available():
+        return [Row("drag", name, float("nan"), " s", detail="no CUDA GPU available in this run")]
+    from ..testing import full_size_sd_pipeline
+    pipe = full_size_sd_pipeline("sd15").to("cuda", torch.float16)
+    scene = make_scene(2, size=512, n_objects=1)
+    config = DragConfig(lora_steps=8 if smoke else 80, max_iterations=8 if smoke else 80, stop_distance=0.0)
+    (cx, cy) = scene.objects[0].centroid
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    drag_edit(pipe, scene.image, [(cx, cy)], [(min(cx + 64, 500), cy)], None, "a photo", config, progress=False)
+    torch.cuda.synchronize()
+    return [Row("drag", name, time.perf_counter() - t, " s",
+                detail=f"{config.lora_steps} LoRA steps, {config.max_iterations} latent steps (no early stop), "
+                       f"{torch.cuda.get_device_name()}, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")]

@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from ..config import get_config
 from ..methods.imagic import ImagicConfig, imagic_fit, imagic_sample
 from ..models import load_pipeline
 from ..shapes import vocab as V
 from ..shapes.oracle import read_image
+from ..shapes.world import make_scene
 from . import Row, suite
 from .base import held_out_scenes
 from .editing import edit_scores
@@ -84,4 +86,26 @@ def imagic(smoke: bool | None = None) -> list[Row]:
     rows.append(Row("imagic", "seconds per edit (fit + 6 etas)", float(np.mean(seconds)), " s",
                     detail=f"{config.embedding_steps}+{config.finetune_steps} steps, batch {config.batch}, "
                            f"{config.num_inference_steps} DDIM steps on {cfg.device}"))
-    return rows
+    return rows + sd15_timing(smoke)
+
+
+def sd15_timing(smoke: bool) -> list[Row]:
+    """Imagic end to end with the paper's settings (1000 + 1500 steps) on the Stable Diffusion 1.5
+    architecture with random weights, 512x512, fp16, on a CUDA GPU; the paper reports ~7 min on an A100."""
+    name = "SD 1.5 architecture, 512x512 fp16: seconds per Imagic edit (paper's steps)"
+    if not torch.cuda.is_available():
+        return [Row("imagic", name, float("nan"), " s", detail="no CUDA GPU available in this run")]
+    from ..testing import full_size_sd_pipeline
+    pipe = full_size_sd_pipeline("sd15").to("cuda", torch.float16)
+    scene = make_scene(1, size=512, n_objects=1)
+    config = ImagicConfig.paper()
+    if smoke:
+        config = config.smaller(0.02)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    res = imagic_fit(pipe, scene.image, "a photo of a sitting dog", config, progress=False)
+    imagic_sample(pipe, res, config.eta)
+    torch.cuda.synchronize()
+    return [Row("imagic", name, time.perf_counter() - t, " s",
+                detail=f"{config.embedding_steps}+{config.finetune_steps} steps, {torch.cuda.get_device_name()}, "
+                       f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")]
