@@ -101,6 +101,13 @@ def test_point_tracking_finds_a_known_shift():
     h0 = torch.tensor([[7.0, 9.0], [12.0, 5.0]])
     new = track_points(feat0, shifted, h0.clone(), h0, r2=3)
     torch.testing.assert_close(new, h0 + torch.tensor([2.0, 1.0]))
+    # with tie-breaking a clear match still wins, and in a flat region the handle stays put
+    torch.testing.assert_close(track_points(feat0, shifted, h0.clone(), h0, r2=3, tie_break=0.05),
+                               h0 + torch.tensor([2.0, 1.0]))
+    flat = torch.ones(1, 4, 12, 12) + 1e-4 * torch.randn(1, 4, 12, 12)
+    start = torch.tensor([[6.0, 6.0]])
+    assert torch.equal(track_points(flat, flat + 1e-4 * torch.randn_like(flat), start.clone(), start, r2=3,
+                                    tie_break=0.05), start)
     # outside the search radius it cannot be found
     far = torch.roll(feat0, shifts=(0, 6), dims=(2, 3))
     assert not torch.equal(track_points(feat0, far, h0.clone(), h0, r2=2), h0 + torch.tensor([6.0, 0.0]))

@@ -60,6 +60,7 @@ class DragConfig:
     lam: float = 0.1  # lambda, weight of the unmasked-region term
     lr: float = 0.05  # Adam on z_t (reference code: 0.01; at that rate tiny-sd's content barely moves in 80 steps)
     max_iterations: int = 80
+    tie_break: float = 0.0  # point tracking: near-ties go to the nearer pixel (0 = the paper's plain argmin)
     stop_distance: float = 1.0  # supervision pixels (reference code: 2); 1 at half resolution = 2 image px
     reference_control: bool = True
     control_places: Sequence[str] = ("up",)  # decoder self-attention layers (MasaCtrl's layers 10-15 of SD)
@@ -174,9 +175,13 @@ def motion_supervision_loss(feat: torch.Tensor, handles: torch.Tensor, targets: 
 
 @torch.no_grad()
 def track_points(feat0: torch.Tensor, feat: torch.Tensor, handles: torch.Tensor, start_handles: torch.Tensor,
-                 r2: int) -> torch.Tensor:
+                 r2: int, tie_break: float = 0.0) -> torch.Tensor:
     """Eq. 4: each handle -> the pixel within radius r2 (square) of it whose feature in ``feat`` is
-    nearest (L1) to the original handle's feature in ``feat0``."""
+    nearest (L1) to the original handle's feature in ``feat0``.
+
+    ``tie_break`` > 0 adds ``tie_break * |F_{h_i^0}|_1`` per pixel moved, so that in a flat region
+    (where many pixels match almost equally) the handle stays rather than drifting ahead of the
+    content; a clearly better match still wins."""
     h_img, w_img = feat.shape[-2:]
     new = handles.clone()
     for i, (h, h0) in enumerate(zip(handles, start_handles)):
@@ -186,6 +191,11 @@ def track_points(feat0: torch.Tensor, feat: torch.Tensor, handles: torch.Tensor,
         y0, y1 = max(0, cy - r2), min(h_img - 1, cy + r2)
         window = feat[0, :, y0:y1 + 1, x0:x1 + 1]
         dist = (window - f0[:, None, None]).abs().sum(0)
+        if tie_break > 0:  # near-ties go to the pixel nearer the current handle
+            yy, xx = torch.meshgrid(torch.arange(y0, y1 + 1, device=feat.device),
+                                    torch.arange(x0, x1 + 1, device=feat.device), indexing="ij")
+            moved = ((xx - h[0]) ** 2 + (yy - h[1]) ** 2).sqrt()
+            dist = dist + tie_break * f0.abs().sum() * moved
         k = int(dist.argmin())
         new[i, 0], new[i, 1] = x0 + k % dist.shape[1], y0 + k // dist.shape[1]
     return new
@@ -260,7 +270,7 @@ def optimize_latent(pipe, z_t: torch.Tensor, t, cond: torch.Tensor, handles: tor
                 eps = unet(z.to(z_t.dtype), t, encoder_hidden_states=cond).sample
                 feat = _features(store, config.feature_block, size)
                 if it > 0:
-                    handles = track_points(feat0, feat.detach(), handles, start, config.r2)
+                    handles = track_points(feat0, feat.detach(), handles, start, config.r2, config.tie_break)
                     paths.append(handles.cpu().numpy().copy())
                 if bool((torch.linalg.norm(handles - targets, dim=-1) <= config.stop_distance).all()) \
                         or it == config.max_iterations:
