@@ -79,9 +79,9 @@ def imagic(smoke: bool | None = None) -> list[Row]:
                         detail=f"{n} rendered scenes; fidelity outside the objects {np.mean(bg[e]):.1f} dB"))
     rows.append(Row("imagic", f"fidelity of the unedited region at eta {config.eta}", float(np.mean(bg[config.eta])),
                     " dB", detail="PSNR outside the source and edited objects"))
-    rows.append(Row("imagic", f"success by kind at eta {config.eta}",
+    rows.append(Row("imagic", f"non-rigid edits (aspect, size): success at eta {config.eta}",
                     100 * np.mean(kinds["aspect"] + kinds["size"]) if kinds["aspect"] else float("nan"), "%",
-                    detail="non-rigid (aspect, size); " + ", ".join(f"{k} {100 * np.mean(v):.0f}% of {len(v)}"
+                    detail="by kind: " + ", ".join(f"{k} {100 * np.mean(v):.0f}% of {len(v)}"
                                                                     for k, v in kinds.items() if v)))
     rows.append(Row("imagic", "seconds per edit (fit + 6 etas)", float(np.mean(seconds)), " s",
                     detail=f"{config.embedding_steps}+{config.finetune_steps} steps, batch {config.batch}, "
