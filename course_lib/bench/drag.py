@@ -1,0 +1,137 @@
+"""Suite ``drag``: DragDiffusion on rendered held-out scenes with known ground truth, on tiny-sd.
+
+Cases alternate *move* (handle at the object's centroid, target 8 px away) and *stretch* (handle on
+the object's edge, target 6 px further out). The editable region is the box around the object and
+its destination, grown by 3 px. Where the handle content ended: for a move, the centroid of the
+object the oracle finds (by colour) in the edited image; for a stretch, the mean of that object's
+pixels that lie furthest along the drag direction. An object the oracle no longer finds counts as
+not moved (its distance is the full handle-target distance). The same cases run without LoRA and
+without reference-latent control.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..config import get_config
+from ..methods.drag import DragConfig, drag_edit, fit_identity_lora
+from ..metrics import psnr
+from ..models import load_pipeline
+from ..shapes.oracle import read_image
+from ..shapes.world import make_scene
+from . import Row, suite
+from .base import held_out_scenes
+
+DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def drag_case(scene, i: int):
+    """(kind, handle, target, mask, direction) for case i of ``scene`` (one object)."""
+    o = scene.objects[0]
+    side = scene.size
+    cx, cy = o.centroid
+    x0, y0, x1, y1 = o.bbox
+    for k in range(4):
+        d = np.array(DIRECTIONS[(i + k) % 4], float)
+        if i % 2 == 0:
+            kind, h, dist = "move", np.array([cx, cy]), 8.0
+        else:
+            kind, dist = "stretch", 6.0
+            edge = {(1, 0): (x1 - 1, cy), (-1, 0): (x0, cy), (0, 1): (cx, y1 - 1), (0, -1): (cx, y0)}
+            h = np.array(edge[tuple(int(v) for v in d)], float)
+        g = h + dist * d
+        lo = np.array([x0, y0]) + np.minimum(d * dist, 0) - 3
+        hi = np.array([x1, y1]) + np.maximum(d * dist, 0) + 3
+        if (g >= 2).all() and (g <= side - 3).all() and (lo >= 0).all() and (hi <= side).all():
+            break
+    mask = np.zeros((side, side), bool)
+    lo, hi = np.clip(lo, 0, side).astype(int), np.clip(hi, 0, side).astype(int)
+    mask[lo[1]:hi[1], lo[0]:hi[0]] = True
+    return kind, h, g, mask, d
+
+
+def ended_at(image, scene, kind: str, handle, direction) -> np.ndarray | None:
+    seen = read_image(image).find(color=scene.objects[0].color)
+    if seen is None:
+        return None
+    if kind == "move":
+        return np.array(seen.centroid, float)
+    ys, xs = np.nonzero(seen.mask)
+    proj = (xs + 0.5) * direction[0] + (ys + 0.5) * direction[1]
+    far = proj >= proj.max() - 1
+    return np.array([(xs[far] + 0.5).mean(), (ys[far] + 0.5).mean()])
+
+
+def drag_scores(image, scene, case) -> tuple[float, float]:
+    """(distance between target and where the handle content ended, % of side; PSNR outside the mask)."""
+    kind, h, g, mask, d = case
+    end = ended_at(image, scene, kind, h, d)
+    side = scene.size
+    dist = np.linalg.norm((end if end is not None else h) - g)
+    return 100 * dist / side, psnr(scene.image, image, ~mask)
+
+
+@suite("drag")
+def drag(smoke: bool | None = None) -> list[Row]:
+    cfg = get_config()
+    smoke = cfg.smoke if smoke is None else smoke
+    pick = lambda full, small: small if smoke else full  # noqa: E731
+    pipe = load_pipeline("tiny-sd", device=cfg.device, dtype=cfg.dtype)
+    n = 2 if smoke else 20
+    base = DragConfig(num_inference_steps=pick(50, 20), drag_step=pick(35, 14),
+                      lora_steps=pick(80, 20), max_iterations=pick(80, 30))
+    from dataclasses import replace
+    variants = {"DragDiffusion": base, "no LoRA": replace(base, use_lora=False),
+                "no reference-latent control": replace(base, reference_control=False)}
+    res = {k: [] for k in variants}
+    seconds, lora_seconds, start = [], [], []
+    for i, s in enumerate(held_out_scenes(n, offset=60_000)):
+        case = drag_case(s, i)
+        kind, h, g, mask, d = case
+        start.append(100 * np.linalg.norm(h - g) / s.size)
+        t = time.perf_counter()
+        lora, _ = fit_identity_lora(pipe, s.image, s.caption, base, progress=False)
+        lora_seconds.append(time.perf_counter() - t)
+        for name, c in variants.items():
+            t = time.perf_counter()
+            r = drag_edit(pipe, s.image, [h], [g], mask, s.caption, c, lora_unet=lora if c.use_lora else None,
+                          progress=False)
+            if name == "DragDiffusion":
+                seconds.append(time.perf_counter() - t + lora_seconds[-1])
+            res[name].append(drag_scores(r.image, s, case))
+    rows = [Row("drag", "handle-target distance before the drag", float(np.mean(start)), "% side",
+                detail=f"{n} rendered scenes: {(n + 1) // 2} moves, {n // 2} stretches")]
+    for name, r in res.items():
+        full = name == "DragDiffusion"
+        rows.append(Row("drag", f"{name}: mean distance to target", float(np.mean([x[0] for x in r])), "% side",
+                        3 if full else None, higher_is_better=False,
+                        detail=f"median {np.median([x[0] for x in r]):.1f}%"))
+        rows.append(Row("drag", f"{name}: background PSNR outside the mask", float(np.mean([x[1] for x in r])), " dB",
+                        28 if full else None))
+    rows.append(Row("drag", "seconds per drag (LoRA + inversion + optimisation + denoising)", float(np.mean(seconds)),
+                    " s", detail=f"LoRA {np.mean(lora_seconds):.0f} s of it; {base.lora_steps} LoRA steps, "
+                                 f"up to {base.max_iterations} latent steps on {cfg.device}"))
+    return rows + sd15_timing(smoke)
+
+
+def sd15_timing(smoke: bool) -> list[Row]:
+    """A drag end to end (LoRA 80 steps + inversion + up to 80 latent steps + denoising) on the
+    Stable Diffusion 1.5 architecture with random weights, 512x512, fp16, on a CUDA GPU; the paper
+    reports about 50 s on an A100."""
+    name = "SD 1.5 architecture, 512x512 fp16: seconds per drag (LoRA + optimisation)"
+    if not torch.cuda.is_available():
+        return [Row("drag", name, float("nan"), " s", detail="no CUDA GPU available in this run")]
+    from ..testing import full_size_sd_pipeline
+    pipe = full_size_sd_pipeline("sd15").to("cuda", torch.float16)
+    scene = make_scene(2, size=512, n_objects=1)
+    config = DragConfig(lora_steps=8 if smoke else 80, max_iterations=8 if smoke else 80, stop_distance=0.0)
+    (cx, cy) = scene.objects[0].centroid
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    drag_edit(pipe, scene.image, [(cx, cy)], [(min(cx + 64, 500), cy)], None, "a photo", config, progress=False)
+    torch.cuda.synchronize()
+    return [Row("drag", name, time.perf_counter() - t, " s",
+                detail=f"{config.lora_steps} LoRA steps, {config.max_iterations} latent steps (no early stop), "
+                       f"{torch.cuda.get_device_name()}, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")]

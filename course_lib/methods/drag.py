@@ -1,0 +1,355 @@
+"""DragDiffusion (Shi et al., CVPR 2024): move the content at handle points h_i to target points g_i.
+
+The algorithm, as in the paper (Sec. 3, Fig. 2) and its reference code:
+
+1. **Identity-preserving fine-tuning**: a LoRA on the UNet's attention projections, trained with the
+   denoising loss on the input image (80 steps, rank 16, lr 5e-4, batch 4), so that inverting and
+   regenerating keeps the image's identity. A copy of the UNet; the pipeline is not modified.
+2. **DDIM inversion** of the image to step t (35 of 50): z_t.
+3. **Diffusion latent optimisation** of z_t alone, alternating
+   - *motion supervision* (Eq. 3): with F the UNet decoder block's feature map (upsampled to the
+     supervision resolution) and d_i = (g_i - h_i) / ||g_i - h_i||,
+       L = sum_i sum_{q in Omega(h_i, r1)} || F_{q + d_i}(z) - sg(F_q(z)) ||_1
+           + lambda * || (z_{t-1}(z) - z_{t-1}(z_t^0)) * (1 - M) ||_1 ;
+     the stop-gradient reference sg(F_q) makes the patch at q + d_i take the handle's content,
+     so the content moves one (supervision) pixel towards g_i per step; M is the editable region.
+   - *point tracking* (Eq. 4): each handle moves to the nearest neighbour (L1 on features) of its
+     original feature F_{h_i^0}(z_t^0) within the square of radius r2 around it.
+   - stop when every handle is within ``stop_distance`` of its target, or after ``max_iterations``.
+4. **Reference-latent control**: denoise the optimised latent together with z_t; in the decoder's
+   self-attention the edited branch's keys and values are the reference's, SDPA(q_edit, k_ref,
+   v_ref) — a :class:`~course_lib.attention.Controller`.
+
+Points are (x, y) in the image's pixels (x to the right, y down, as a click gives them); the
+editable-region mask is an H x W boolean array, True where the image may change.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..attention import BatchLayout, Controller, Layer, attention_control
+from ..attention.features import FeatureStore, resolve_module
+from ..finetune import check_image, fit_unet, image_size, lora_copy, use_unet
+from ..inversion import ddim_invert
+from ..sampling import decode, encode, encode_text, guided_noise, to_pil
+
+
+@dataclass
+class DragConfig:
+    """DragDiffusion's settings: the paper's and its reference code's, except where tiny-sd differs
+    (said per field)."""
+
+    use_lora: bool = True
+    lora_steps: int = 80
+    lora_rank: int = 16
+    lora_lr: float = 5e-4
+    lora_batch: int = 4
+    num_inference_steps: int = 50
+    drag_step: int = 35  # t: invert this many of the steps, optimise z_t there
+    feature_block: str = "up_blocks.1"  # output of the second decoder block
+    supervision_scale: float = 0.5  # features upsampled to this x image side (reference code: 256 px at 512)
+    r1: int = 1  # motion-supervision patch radius (supervision pixels)
+    r2: int = 2  # point-tracking search radius (reference code: 3; tiny-sd's flat shapes let a wide search drift)
+    lam: float = 0.1  # lambda, weight of the unmasked-region term
+    lr: float = 0.05  # Adam on z_t (reference code: 0.01; at that rate tiny-sd's content barely moves in 80 steps)
+    max_iterations: int = 80
+    tie_break: float = 0.0  # point tracking: near-ties go to the nearer pixel (0 = the paper's plain argmin)
+    stop_distance: float = 1.0  # supervision pixels (reference code: 2); 1 at half resolution = 2 image px
+    reference_control: bool = True
+    control_places: Sequence[str] = ("up",)  # decoder self-attention layers (MasaCtrl's layers 10-15 of SD)
+    guidance_scale: float = 1.0  # the reference code denoises without classifier-free guidance
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.drag_step <= self.num_inference_steps:
+            raise ValueError(f"drag_step must be in 1..{self.num_inference_steps}, got {self.drag_step}")
+        if self.r1 < 0 or self.r2 < 1:
+            raise ValueError(f"need r1 >= 0 and r2 >= 1, got r1={self.r1}, r2={self.r2}")
+        if self.supervision_scale <= 0:
+            raise ValueError("supervision_scale must be positive")
+        if self.max_iterations < 0 or self.lora_steps < 0:
+            raise ValueError("max_iterations and lora_steps must be >= 0")
+
+
+@dataclass
+class DragResult:
+    image: object  # the edited PIL image
+    reconstruction: object  # the input regenerated from z_t with the same model and control
+    handles: np.ndarray  # final tracked handle positions, image pixels (x, y)
+    start_handles: np.ndarray
+    targets: np.ndarray
+    iterations: int
+    losses: list[float] = field(default_factory=list)
+    handle_paths: list[np.ndarray] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    unet: torch.nn.Module | None = field(default=None, repr=False)  # the LoRA copy (reuse it for another drag)
+
+
+# ----------------------------------------------------------------------------- input checks
+def check_points(handles, targets, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Handle and target lists as float arrays (n, 2) of (x, y); clear errors for bad input."""
+    def as_points(name, points):
+        p = np.asarray(points, dtype=float)
+        if p.size == 0:
+            raise ValueError(f"no {name} points given")
+        if p.ndim == 1 and p.shape[0] == 2:
+            p = p[None]
+        if p.ndim != 2 or p.shape[1] != 2:
+            raise ValueError(f"{name} points must be a list of (x, y) pairs, got an array of shape {p.shape}")
+        if not np.isfinite(p).all():
+            raise ValueError(f"{name} points must be finite numbers")
+        return p
+
+    h, g = as_points("handle", handles), as_points("target", targets)
+    if len(h) != len(g):
+        raise ValueError(f"{len(h)} handle points but {len(g)} target points: each handle needs one target")
+    for name, p in (("handle", h), ("target", g)):
+        bad = [tuple(q) for q in p if not (0 <= q[0] <= size - 1 and 0 <= q[1] <= size - 1)]
+        if bad:
+            raise ValueError(f"{name} point(s) {bad} lie outside the {size}x{size} image "
+                             f"(x and y must be in [0, {size - 1}])")
+    return h, g
+
+
+def check_mask(mask, size: int) -> np.ndarray | None:
+    """The editable region as a bool (size, size) array; None means the whole image may change."""
+    if mask is None:
+        return None
+    m = np.asarray(mask.convert("L") if hasattr(mask, "convert") else mask)
+    if m.ndim == 3 and m.shape[-1] in (1, 3, 4):
+        m = m[..., 0]
+    if m.shape != (size, size):
+        raise ValueError(f"the mask is {m.shape} but the image is {size}x{size}")
+    m = m > (127 if m.dtype == np.uint8 else 0.5)
+    if not m.any():
+        raise ValueError("the mask of the editable region is empty: nothing may change. Pass mask=None "
+                         "to let the whole image change, or mark the region to edit")
+    return m
+
+
+# ----------------------------------------------------------------------------- the two steps
+def bilinear(feat: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Features (1, C, H, W) sampled at points (..., 2) given as (x, y) pixels -> (C, ...)."""
+    h, w = feat.shape[-2:]
+    grid = torch.stack([2 * points[..., 0] / max(w - 1, 1) - 1, 2 * points[..., 1] / max(h - 1, 1) - 1], -1)
+    out = F.grid_sample(feat, grid.reshape(1, 1, -1, 2).to(feat.dtype), mode="bilinear",
+                        padding_mode="border", align_corners=True)
+    return out.reshape(feat.shape[1], *points.shape[:-1])
+
+
+def patch_offsets(r: int, device=None) -> torch.Tensor:
+    """The (2r+1)^2 offsets (x, y) of the square patch Omega(., r)."""
+    a = torch.arange(-r, r + 1, device=device, dtype=torch.float32)
+    yy, xx = torch.meshgrid(a, a, indexing="ij")
+    return torch.stack([xx, yy], -1).reshape(-1, 2)
+
+
+def motion_supervision_loss(feat: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor, r1: int,
+                            stop_distance: float = 0.0) -> torch.Tensor:
+    """sum_i sum_{q in Omega(h_i, r1)} |F(q + d_i) - sg(F(q))|_1, the first term of Eq. 3.
+
+    ``feat`` (1, C, H, W) at the supervision resolution, points (n, 2) in its pixels. Handles within
+    ``stop_distance`` of their target are left out (they have arrived).
+    """
+    loss = feat.new_zeros(())
+    off = patch_offsets(r1, feat.device)
+    for h, g in zip(handles, targets):
+        v = g - h
+        dist = torch.linalg.norm(v)
+        if dist <= max(stop_distance, 1e-6):
+            continue
+        d = v / dist
+        q = h[None] + off
+        reference = bilinear(feat, q).detach()  # sg(F_q)
+        moved = bilinear(feat, q + d)
+        loss = loss + (moved - reference).abs().mean() * len(off)
+    return loss
+
+
+@torch.no_grad()
+def track_points(feat0: torch.Tensor, feat: torch.Tensor, handles: torch.Tensor, start_handles: torch.Tensor,
+                 r2: int, tie_break: float = 0.0) -> torch.Tensor:
+    """Eq. 4: each handle -> the pixel within radius r2 (square) of it whose feature in ``feat`` is
+    nearest (L1) to the original handle's feature in ``feat0``.
+
+    ``tie_break`` > 0 adds ``tie_break * |F_{h_i^0}|_1`` per pixel moved, so that in a flat region
+    (where many pixels match almost equally) the handle stays rather than drifting ahead of the
+    content; a clearly better match still wins."""
+    h_img, w_img = feat.shape[-2:]
+    new = handles.clone()
+    for i, (h, h0) in enumerate(zip(handles, start_handles)):
+        f0 = bilinear(feat0, h0[None])[:, 0]  # (C,)
+        cx, cy = int(round(h[0].item())), int(round(h[1].item()))
+        x0, x1 = max(0, cx - r2), min(w_img - 1, cx + r2)
+        y0, y1 = max(0, cy - r2), min(h_img - 1, cy + r2)
+        window = feat[0, :, y0:y1 + 1, x0:x1 + 1]
+        dist = (window - f0[:, None, None]).abs().sum(0)
+        if tie_break > 0:  # near-ties go to the pixel nearer the current handle
+            yy, xx = torch.meshgrid(torch.arange(y0, y1 + 1, device=feat.device),
+                                    torch.arange(x0, x1 + 1, device=feat.device), indexing="ij")
+            moved = ((xx - h[0]) ** 2 + (yy - h[1]) ** 2).sqrt()
+            dist = dist + tie_break * f0.abs().sum() * moved
+        k = int(dist.argmin())
+        new[i, 0], new[i, 1] = x0 + k % dist.shape[1], y0 + k // dist.shape[1]
+    return new
+
+
+class ReferenceLatentControl(Controller):
+    """Reference-latent control: in the self-attention of ``places``, every branch attends with its
+    own queries to the *reference* branch's keys and values: SDPA(q_edit, k_ref, v_ref).
+
+    Batch layout: branch 0 is the reference (the inverted input), branches 1.. are edits.
+    """
+
+    def __init__(self, places: Sequence[str] = ("up",), start_step: int = 0):
+        super().__init__()
+        self.places, self.start_step = tuple(places), start_step
+
+    def applies(self, layer: Layer) -> bool:
+        return layer.is_self and layer.place in self.places
+
+    def edit_qkv(self, layer: Layer, q, k, v):
+        if self.step < self.start_step:
+            return q, k, v
+        k, v = self.layout.split(k).clone(), self.layout.split(v).clone()
+        k[:, 1:] = k[:, :1]
+        v[:, 1:] = v[:, :1]
+        return q, self.layout.merge(k), self.layout.merge(v)
+
+
+# ----------------------------------------------------------------------------- the driver
+def fit_identity_lora(pipe, image, prompt: str = "", config: DragConfig | None = None, progress: bool = True):
+    """Step 1: a LoRA copy of the UNet fitted to the image (returns (unet, losses))."""
+    config = config or DragConfig()
+    image = check_image(pipe, image)
+    unet = lora_copy(pipe.unet, rank=config.lora_rank)
+    losses = fit_unet(pipe, unet, encode(pipe, image), encode_text(pipe, prompt), config.lora_steps, config.lora_lr,
+                      config.lora_batch, torch.Generator().manual_seed(config.seed), desc="DragDiffusion: LoRA",
+                      progress=progress)
+    unet.requires_grad_(False)
+    return unet, losses
+
+
+def _features(store: FeatureStore, name: str, size: int) -> torch.Tensor:
+    f = store.features[name].float()
+    return F.interpolate(f, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def optimize_latent(pipe, z_t: torch.Tensor, t, cond: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,
+                    mask: np.ndarray | None, config: DragConfig, progress: bool = True):
+    """Step 3 on the supervision grid: returns (optimised z_t, final handles, iterations, losses, paths)."""
+    size = int(round(image_size(pipe) * config.supervision_scale))
+    unet = pipe.unet
+    store = FeatureStore([config.feature_block], detach=False)
+    store.begin(BatchLayout(1, guidance=False), 1)
+    resolve_module(unet, config.feature_block)
+    m_lat = None
+    if mask is not None:
+        m = torch.from_numpy(mask).float()[None, None]
+        m_lat = F.adaptive_max_pool2d(m, z_t.shape[-2:]).to(z_t.device)
+    start = handles.clone()
+    losses, paths = [], [handles.cpu().numpy().copy()]
+    it = 0
+    with attention_control(unet, store):
+        with torch.no_grad():
+            eps0 = unet(z_t, t, encoder_hidden_states=cond).sample
+            prev0 = pipe.scheduler.step(eps0, t, z_t).prev_sample.float()
+            feat0 = _features(store, config.feature_block, size)
+        z = z_t.detach().clone().float().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=config.lr)
+        bar = tqdm(range(config.max_iterations + 1), desc="DragDiffusion: latent", disable=not progress, leave=False)
+        with torch.enable_grad():
+            for it in bar:
+                eps = unet(z.to(z_t.dtype), t, encoder_hidden_states=cond).sample
+                feat = _features(store, config.feature_block, size)
+                if it > 0:
+                    handles = track_points(feat0, feat.detach(), handles, start, config.r2, config.tie_break)
+                    paths.append(handles.cpu().numpy().copy())
+                if bool((torch.linalg.norm(handles - targets, dim=-1) <= config.stop_distance).all()) \
+                        or it == config.max_iterations:
+                    break
+                loss = motion_supervision_loss(feat, handles, targets, config.r1, config.stop_distance)
+                if m_lat is not None and config.lam > 0:
+                    prev = pipe.scheduler.step(eps, t, z).prev_sample.float()
+                    loss = loss + config.lam * ((prev - prev0) * (1 - m_lat)).abs().sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+    return z.detach().to(z_t.dtype), handles, it, losses, paths
+
+
+@torch.no_grad()
+def denoise_from(pipe, latents: torch.Tensor, cond: torch.Tensor, start_index: int, num_inference_steps: int,
+                 guidance_scale: float = 1.0, controllers: Sequence[Controller] = ()) -> torch.Tensor:
+    """DDIM from the step index ``start_index`` (timestep ``timesteps[start_index]``) to the end, with
+    attention controllers told the step; returns the final latents."""
+    n = latents.shape[0]
+    cond = cond.expand(n, -1, -1) if cond.shape[0] == 1 else cond
+    uncond = encode_text(pipe, [""] * n) if guidance_scale > 1.0 else None
+    pipe.scheduler.set_timesteps(num_inference_steps, device=latents.device)
+    timesteps = pipe.scheduler.timesteps[start_index:]
+    ctls = list(controllers)
+    for c in ctls:
+        c.begin(BatchLayout(n, guidance_scale > 1.0), num_inference_steps)
+    z = latents
+    try:
+        with attention_control(pipe.unet, ctls):
+            for i, t in enumerate(timesteps):
+                for c in ctls:
+                    c.set_step(start_index + i, int(t))
+                z = pipe.scheduler.step(guided_noise(pipe, z, t, cond, uncond, guidance_scale), t, z).prev_sample
+    finally:
+        for c in ctls:
+            c.end()
+    return z
+
+
+def drag_edit(pipe, image, handles, targets, mask=None, prompt: str = "", config: DragConfig | None = None,
+              lora_unet: torch.nn.Module | None = None, progress: bool = True) -> DragResult:
+    """Drag the content at ``handles`` to ``targets`` ((x, y) image pixels), changing only ``mask``.
+
+    ``lora_unet``: a UNet from :func:`fit_identity_lora` for this image (fitted here when
+    ``config.use_lora`` and not given). Returns a :class:`DragResult`.
+    """
+    config = config or DragConfig()
+    image = check_image(pipe, image)
+    size = image_size(pipe)
+    h, g = check_points(handles, targets, size)
+    mask = check_mask(mask, size)
+    seconds = {}
+    t0 = time.perf_counter()
+    unet = None
+    if config.use_lora:
+        unet = lora_unet if lora_unet is not None else fit_identity_lora(pipe, image, prompt, config, progress)[0]
+    seconds["lora"] = time.perf_counter() - t0
+    scale = config.supervision_scale
+    with use_unet(pipe, unet if unet is not None else pipe.unet):
+        t1 = time.perf_counter()
+        traj = ddim_invert(pipe, image, prompt, config.num_inference_steps, 1.0, progress=False)
+        z_t = traj[config.drag_step]
+        start_index = config.num_inference_steps - config.drag_step
+        pipe.scheduler.set_timesteps(config.num_inference_steps, device=z_t.device)
+        t = pipe.scheduler.timesteps[start_index]
+        cond = encode_text(pipe, prompt)
+        dev = z_t.device
+        hs = torch.tensor(h * scale, dtype=torch.float32, device=dev)
+        gs = torch.tensor(g * scale, dtype=torch.float32, device=dev)
+        z_opt, hs_end, iters, losses, paths = optimize_latent(pipe, z_t, t, cond, hs, gs, mask, config, progress)
+        t2 = time.perf_counter()
+        ctls = [ReferenceLatentControl(config.control_places)] if config.reference_control else []
+        z0 = denoise_from(pipe, torch.cat([z_t, z_opt]), cond, start_index, config.num_inference_steps,
+                          config.guidance_scale, ctls)
+        recon, edited = to_pil(decode(pipe, z0))
+        t3 = time.perf_counter()
+    seconds.update(optimise=t2 - t1, denoise=t3 - t2, total=t3 - t0)
+    return DragResult(image=edited, reconstruction=recon, handles=hs_end.cpu().numpy() / scale, start_handles=h,
+                      targets=g, iterations=iters, losses=losses, handle_paths=[p / scale for p in paths],
+                      seconds=seconds, unet=unet)

@@ -1,0 +1,258 @@
+"""DragDiffusion's parts and driver, and the point-picking widget's callbacks (synthetic events)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from course_lib.attention import attention_control
+from course_lib.drag_widget import DragPicker
+from course_lib.methods.drag import (DragConfig, ReferenceLatentControl, bilinear, check_mask, check_points,
+                                     denoise_from, drag_edit, motion_supervision_loss, track_points)
+from course_lib.sampling import encode_text
+from course_lib.testing import random_pipeline
+
+torch.set_num_threads(1)
+
+QUICK = dict(lora_steps=2, lora_rank=2, lora_batch=1, num_inference_steps=4, drag_step=3, max_iterations=3)
+
+
+def _image(size=64):
+    a = np.full((size, size, 3), 180, np.uint8)
+    a[20:40, 10:30] = (200, 30, 30)
+    return Image.fromarray(a)
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- input checks
+def test_bad_points_and_masks_are_clear_errors():
+    with pytest.raises(ValueError, match="outside"):
+        check_points([(10, 70)], [(20, 20)], 64)
+    with pytest.raises(ValueError, match="outside"):
+        check_points([(10, 10)], [(-1, 20)], 64)
+    with pytest.raises(ValueError, match="2 handle points but 1 target"):
+        check_points([(1, 1), (2, 2)], [(3, 3)], 64)
+    with pytest.raises(ValueError, match="no handle"):
+        check_points([], [], 64)
+    with pytest.raises(ValueError, match=r"\(x, y\) pairs"):
+        check_points([(1, 2, 3)], [(1, 2, 3)], 64)
+    h, g = check_points((5, 6), (7, 8), 64)  # one pair without the outer list
+    assert h.shape == g.shape == (1, 2)
+    with pytest.raises(ValueError, match="empty"):
+        check_mask(np.zeros((64, 64), bool), 64)
+    with pytest.raises(ValueError, match="mask"):
+        check_mask(np.ones((32, 32), bool), 64)
+    assert check_mask(None, 64) is None
+    m = check_mask(Image.fromarray(np.full((64, 64), 255, np.uint8)), 64)
+    assert m.dtype == bool and m.all()
+
+
+def test_drag_edit_rejects_bad_input_before_any_work(random_tiny):
+    pipe = random_tiny
+    cfg = DragConfig(**QUICK)
+    with pytest.raises(ValueError, match="outside"):
+        drag_edit(pipe, _image(), [(64, 10)], [(20, 10)], config=cfg, progress=False)
+    with pytest.raises(ValueError, match="target"):
+        drag_edit(pipe, _image(), [(10, 10), (12, 12)], [(20, 10)], config=cfg, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        drag_edit(pipe, _image(), [(10, 10)], [(20, 10)], mask=np.zeros((64, 64)), config=cfg, progress=False)
+    with pytest.raises(ValueError, match="resize"):
+        drag_edit(pipe, _image(80), [(10, 10)], [(20, 10)], config=cfg, progress=False)
+    with pytest.raises(ValueError, match="drag_step"):
+        DragConfig(num_inference_steps=10, drag_step=20)
+
+
+# ----------------------------------------------------------------------------- motion supervision and tracking
+def test_bilinear_reads_pixels_and_midpoints():
+    f = torch.arange(16.0).view(1, 1, 4, 4)
+    assert bilinear(f, torch.tensor([[2.0, 1.0]])).item() == 6.0  # x=2, y=1
+    assert bilinear(f, torch.tensor([[2.5, 1.0]])).item() == 6.5
+
+
+def test_motion_supervision_loss_decreases_and_moves_the_feature():
+    """Optimising a feature map with the loss (reference fixed by stop-gradient) moves a bump's
+    content towards the target: the loss falls and the bump's centre of mass shifts right."""
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    bump = torch.exp(-((xx - 6) ** 2 + (yy - 8) ** 2) / 4.0)
+    feat = torch.stack([bump, bump * 0.5])[None].clone().requires_grad_(True)
+    h, g = torch.tensor([[6.0, 8.0]]), torch.tensor([[12.0, 8.0]])
+    opt = torch.optim.Adam([feat], lr=0.02)
+    losses = []
+    for _ in range(40):
+        loss = motion_supervision_loss(feat, h, g, r1=2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    m = feat.detach()[0, 0].clamp_min(0)
+    cx = (m * xx).sum() / m.sum()
+    assert cx > 6.3
+    # a handle already at its target contributes nothing
+    assert motion_supervision_loss(feat, g, g, r1=1, stop_distance=1.0).item() == 0.0
+
+
+def test_point_tracking_finds_a_known_shift():
+    torch.manual_seed(0)
+    feat0 = torch.randn(1, 8, 20, 20)
+    shifted = torch.roll(feat0, shifts=(1, 2), dims=(2, 3))  # content moves 2 right, 1 down
+    h0 = torch.tensor([[7.0, 9.0], [12.0, 5.0]])
+    new = track_points(feat0, shifted, h0.clone(), h0, r2=3)
+    torch.testing.assert_close(new, h0 + torch.tensor([2.0, 1.0]))
+    # with tie-breaking a clear match still wins, and in a flat region the handle stays put
+    torch.testing.assert_close(track_points(feat0, shifted, h0.clone(), h0, r2=3, tie_break=0.05),
+                               h0 + torch.tensor([2.0, 1.0]))
+    flat = torch.ones(1, 4, 12, 12) + 1e-4 * torch.randn(1, 4, 12, 12)
+    start = torch.tensor([[6.0, 6.0]])
+    assert torch.equal(track_points(flat, flat + 1e-4 * torch.randn_like(flat), start.clone(), start, r2=3,
+                                    tie_break=0.05), start)
+    # outside the search radius it cannot be found
+    far = torch.roll(feat0, shifts=(0, 6), dims=(2, 3))
+    assert not torch.equal(track_points(feat0, far, h0.clone(), h0, r2=2), h0 + torch.tensor([6.0, 0.0]))
+
+
+# ----------------------------------------------------------------------------- reference-latent control
+def test_reference_latent_control_swaps_keys_and_values(random_tiny):
+    """With the control, an edited branch whose latent equals the reference gives exactly the
+    reference's output, and a different latent is pulled towards the reference."""
+    pipe = random_tiny
+    cond = encode_text(pipe, "a red square").expand(2, -1, -1)
+    torch.manual_seed(0)
+    ref, other = torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16)
+    ctl = ReferenceLatentControl(places=("down", "mid", "up"))
+    from course_lib.attention import BatchLayout
+    ctl.begin(BatchLayout(2, guidance=False), 1)
+    with torch.no_grad():
+        plain = pipe.unet(torch.cat([ref, other]), 500, encoder_hidden_states=cond).sample
+        with attention_control(pipe.unet, ctl):
+            ctrl = pipe.unet(torch.cat([ref, other]), 500, encoder_hidden_states=cond).sample
+    torch.testing.assert_close(ctrl[0], plain[0])  # the reference branch is unchanged
+    assert not torch.allclose(ctrl[1], plain[1])
+    assert all(type(p).__name__ != "CourseAttnProcessor" for p in pipe.unet.attn_processors.values())
+
+
+def test_processors_and_unet_restored_after_an_exception(random_tiny):
+    pipe = random_tiny
+    procs = {k: type(v) for k, v in pipe.unet.attn_processors.items()}
+    original = pipe.unet
+
+    class Boom(ReferenceLatentControl):
+        def edit_qkv(self, layer, q, k, v):
+            raise RuntimeError("boom")
+
+    z = torch.randn(2, 4, 16, 16)
+    with pytest.raises(RuntimeError, match="boom"):
+        denoise_from(pipe, z, encode_text(pipe, ""), 0, 2, 1.0, [Boom()])
+    assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == procs
+    assert pipe.unet is original
+
+
+# ----------------------------------------------------------------------------- the driver
+def test_drag_edit_runs_and_leaves_the_pipeline(random_tiny):
+    pipe = random_tiny
+    before = _snapshot(pipe.unet)
+    mask = np.zeros((64, 64), bool)
+    mask[10:50, 5:45] = True
+    r = drag_edit(pipe, _image(), [(20, 30), (15, 25)], [(26, 30), (15, 20)], mask=mask, prompt="a red square",
+                  config=DragConfig(**QUICK), progress=False)
+    assert r.image.size == (64, 64) and r.reconstruction.size == (64, 64)
+    assert r.handles.shape == (2, 2) and 1 <= r.iterations <= 3
+    assert len(r.handle_paths) == r.iterations + 1  # the start, then one per tracking step
+    assert r.unet is not None and r.unet is not pipe.unet
+    assert {k: v for k, v in _snapshot(pipe.unet).items()}.keys() == before.keys()
+    assert all(torch.equal(before[k], v) for k, v in _snapshot(pipe.unet).items())
+    assert set(r.seconds) >= {"lora", "optimise", "denoise", "total"}
+
+
+def test_denoise_from_the_inverted_step_reconstructs(tiny_sd):
+    """DDIM inversion to step t and denoising from timesteps[T - t] retrace each other (trained model)."""
+    from course_lib.inversion import ddim_invert
+    from course_lib.metrics import psnr
+    from course_lib.sampling import decode, to_pil
+    from course_lib.shapes import single_object
+
+    s = single_object("square", "red", "white")
+    traj = ddim_invert(tiny_sd, s.image, s.caption, 10, 1.0, progress=False)
+    z = denoise_from(tiny_sd, traj[7], encode_text(tiny_sd, s.caption), 3, 10)
+    assert psnr(s.image, to_pil(decode(tiny_sd, z))[0]) > 30
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sd21"])
+def test_drag_runs_on_sd_layouts(kind):
+    pipe = random_pipeline(kind, sample_size=8)
+    for block in ("up_blocks.1", "up_blocks.2"):
+        r = drag_edit(pipe, _image(64), [(20, 30)], [(28, 30)], config=DragConfig(**QUICK, feature_block=block),
+                      progress=False)
+        assert r.image.size == (64, 64)
+    with pytest.raises(ValueError, match="no module"):
+        drag_edit(pipe, _image(64), [(20, 30)], [(28, 30)], config=DragConfig(**QUICK, feature_block="up_blocks.9",
+                                                                              use_lora=False), progress=False)
+
+
+# ----------------------------------------------------------------------------- the widget's callbacks
+def test_picker_clicks_alternate_handles_and_targets():
+    p = DragPicker(_image())
+    p.click(10, 12)
+    assert p.handles == [(10.0, 12.0)] and p.targets == []
+    assert "target" in p.message
+    p.click(20, 12)
+    p.click(30, 30)
+    assert p.handles == [(10.0, 12.0), (30.0, 30.0)] and p.targets == [(20.0, 12.0)]
+    with pytest.raises(ValueError, match="no target"):
+        p.run()
+    p.undo()  # removes the unpaired handle
+    assert p.handles == [(10.0, 12.0)] and p.targets == [(20.0, 12.0)]
+    p.undo()  # removes the target
+    assert p.targets == []
+    with pytest.raises(ValueError, match="outside"):
+        p.click(64, 3)
+
+
+def test_picker_regions_and_run_with_a_synthetic_drag():
+    calls = []
+
+    def fake_drag(image, handles, targets, mask):
+        calls.append((handles, targets, mask))
+        return type("R", (), {"image": image, "handles": np.asarray(targets)})()
+
+    p = DragPicker(_image(), run_fn=fake_drag, brush=2)
+    with pytest.raises(ValueError, match="no handle"):
+        p.run()
+    p.click(10, 10)
+    p.click(20, 10)
+    assert p.mask() is None  # whole image
+    p.choose_region("box around the points")
+    box = p.mask()
+    assert box[10, 10] and box[10, 20] and not box[60, 60]
+    p.set_mode("paint")
+    p.click(40, 40)
+    assert p.region == "painted" and p.painted[40, 40] and p.painted[40, 42] and not p.painted[40, 43]
+    p.set_mode("erase")
+    p.click(40, 40)
+    assert not p.painted.any()
+    p.set_mode("paint")
+    p.click(15, 10)
+    p.set_mode("points")
+    res = p.run()
+    assert calls[-1][0] == [(10.0, 10.0)] and calls[-1][1] == [(20.0, 10.0)]
+    assert calls[-1][2][10, 15] and calls[-1][2].sum() == p.painted.sum()
+    assert res is p.result
+    fig = p.figure()
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError):
+        p.set_mode("lasso")
+    with pytest.raises(ValueError):
+        p.choose_region("object")
+    p.clear()
+    assert p.handles == [] and not p.painted.any() and p.mask() is None
+
+
+def test_picker_widget_builds_and_a_cell_click_adds_a_point():
+    pytest.importorskip("ipywidgets")
+    p = DragPicker(_image(), run_fn=lambda *a: None)
+    w = p.widget(grid=8)
+    board = w.children[0].children[0]
+    board.children[8 * 2 + 3].click()  # row 2, column 3 of an 8x8 grid over 64 px: cell centre (27.5, 19.5)
+    assert p.handles == [(27.5, 19.5)]

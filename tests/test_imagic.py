@@ -1,0 +1,163 @@
+"""Imagic and the one-image fine-tuning helpers, on random tiny pipelines (quality does not matter here)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from course_lib.finetune import (check_image, diffusion_loss, lora_copy, lora_state_dict, trainable_copy,
+                                 use_unet)
+from course_lib.methods.imagic import (ImagicConfig, check_eta, imagic_edit, imagic_fit, imagic_sample,
+                                       interpolate)
+from course_lib.sampling import encode, encode_text
+from course_lib.testing import random_pipeline
+
+torch.set_num_threads(1)
+
+
+def _image(size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    a = np.zeros((size, size, 3), np.uint8) + 200
+    a[size // 4: size // 2, size // 4: size // 2] = rng.integers(0, 255, 3)
+    return Image.fromarray(a)
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+QUICK = dict(embedding_steps=3, finetune_steps=3, num_inference_steps=3, batch=1)
+
+
+def test_interpolation_endpoints_and_eta_range():
+    e_tgt, e_opt = torch.randn(1, 5, 8), torch.randn(1, 5, 8)
+    torch.testing.assert_close(interpolate(e_tgt, e_opt, 1.0), e_tgt)
+    torch.testing.assert_close(interpolate(e_tgt, e_opt, 0.0), e_opt)
+    torch.testing.assert_close(interpolate(e_tgt, e_opt, 0.25), 0.25 * e_tgt + 0.75 * e_opt)
+    for bad in (-0.1, 1.6, float("nan")):
+        with pytest.raises(ValueError, match="eta"):
+            check_eta(bad)
+    with pytest.raises(ValueError, match="eta"):
+        ImagicConfig(eta=2.0)
+    with pytest.raises(ValueError, match="shape"):
+        interpolate(e_tgt, torch.randn(1, 4, 8), 0.5)
+    with pytest.raises(ValueError, match="finetune"):
+        ImagicConfig(finetune="dreambooth")
+
+
+def test_check_image_conversions_and_errors(random_tiny):
+    rgba = _image().convert("RGBA")
+    assert check_image(random_tiny, rgba).mode == "RGB"
+    assert check_image(random_tiny, _image().convert("L")).mode == "RGB"
+    assert check_image(random_tiny, np.asarray(_image())).size == (64, 64)
+    with pytest.raises(ValueError, match="resize"):
+        check_image(random_tiny, _image(48))
+    with pytest.raises(ValueError, match="mode"):
+        check_image(random_tiny, Image.new("I;16", (64, 64)))
+    with pytest.raises(TypeError):
+        check_image(random_tiny, "image.png")
+    with pytest.raises(ValueError, match="uint8"):
+        check_image(random_tiny, np.zeros((64, 64, 3), np.float32))
+
+
+def test_embedding_optimisation_lowers_the_loss_and_leaves_the_model(random_tiny):
+    pipe = random_tiny
+    before = _snapshot(pipe.unet)
+    cfg = ImagicConfig(embedding_steps=25, embedding_lr=5e-2, finetune="none", batch=4, num_inference_steps=2)
+    res = imagic_fit(pipe, _image(), "a red square", cfg, progress=False)
+    assert _same(before, _snapshot(pipe.unet))
+    assert res.unet is None
+    assert not torch.equal(res.optimized_embedding, res.target_embedding)
+    # the optimised embedding fits the image better than the target text's (same (t, eps) draws)
+    z0 = encode(pipe, _image())
+    with torch.no_grad():
+        losses = [np.mean([diffusion_loss(pipe, pipe.unet, z0, e, 8, torch.Generator().manual_seed(s)).item()
+                           for s in range(4)]) for e in (res.target_embedding, res.optimized_embedding)]
+    assert losses[1] < losses[0]
+
+
+def test_full_finetuning_returns_a_copy(random_tiny):
+    pipe = random_tiny
+    before = _snapshot(pipe.unet)
+    res = imagic_fit(pipe, _image(), "a red square", ImagicConfig(**QUICK, finetune_lr=1e-3), progress=False)
+    assert _same(before, _snapshot(pipe.unet)), "the shared pipeline's UNet changed"
+    assert res.unet is not pipe.unet
+    assert not _same(before, _snapshot(res.unet)), "fine-tuning changed nothing"
+    assert len(res.finetune_losses) == 3
+
+
+def test_lora_finetuning_changes_only_the_adapter(random_tiny):
+    pipe = random_tiny
+    before = _snapshot(pipe.unet)
+    res = imagic_fit(pipe, _image(), "a red square", ImagicConfig(**QUICK, finetune="lora", lora_rank=2),
+                     progress=False)
+    assert _same(before, _snapshot(pipe.unet))
+    tuned = res.unet.state_dict()
+    lora = {k for k in tuned if "lora_" in k}
+    assert lora, "no LoRA weights in the fine-tuned copy"
+    for k, v in tuned.items():  # base weights identical to the original's
+        if "lora_" not in k:
+            assert torch.equal(v, before[k.replace(".base_layer", "")]), k
+    state = lora_state_dict(res.unet)
+    assert state and all("lora" in k for k in state)
+    assert any(v.abs().sum() > 0 for k, v in state.items() if "lora_B" in k), "lora_B stayed zero"
+
+
+def test_lora_copy_starts_equal_to_the_original(random_tiny):
+    pipe = random_tiny
+    z = torch.randn(1, 4, 16, 16)
+    cond = encode_text(pipe, "a circle")
+    tuned = lora_copy(pipe.unet, rank=4).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tuned(z, 10, encoder_hidden_states=cond).sample,
+                                   pipe.unet(z, 10, encoder_hidden_states=cond).sample)
+    assert all(p.requires_grad == ("lora_" in n) for n, p in tuned.named_parameters())
+
+
+def test_use_unet_restores_after_an_error(random_tiny):
+    pipe = random_tiny
+    original = pipe.unet
+    copy = trainable_copy(pipe.unet)
+    with pytest.raises(RuntimeError):
+        with use_unet(pipe, copy):
+            assert pipe.unet is copy
+            raise RuntimeError("boom")
+    assert pipe.unet is original
+
+
+def test_failed_fit_leaves_the_pipeline_untouched(random_tiny):
+    pipe = random_tiny
+    before = _snapshot(pipe.unet)
+    grads = [p.requires_grad for p in pipe.unet.parameters()]
+    with pytest.raises(ValueError, match="resize"):
+        imagic_fit(pipe, _image(32), "a red square", ImagicConfig(**QUICK), progress=False)
+    with pytest.raises(ValueError, match="target text"):
+        imagic_fit(pipe, _image(), "  ", ImagicConfig(**QUICK), progress=False)
+    assert _same(before, _snapshot(pipe.unet))
+    assert grads == [p.requires_grad for p in pipe.unet.parameters()]
+
+
+def test_sampling_is_deterministic_and_eta_zero_differs_from_one(random_tiny):
+    pipe = random_tiny
+    res = imagic_fit(pipe, _image(), "a red square", ImagicConfig(**QUICK, embedding_lr=0.5), progress=False)
+    a = imagic_sample(pipe, res, [0.0, 1.0], seed=3, output="tensor")
+    b = imagic_sample(pipe, res, [0.0, 1.0], seed=3, output="tensor")
+    assert a.shape == (2, 3, 64, 64)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a[0], a[1])
+    pre = imagic_sample(pipe, res, 0.0, seed=3, use_finetuned=False, output="tensor")
+    assert not torch.allclose(pre[0], a[0]), "the fine-tuned copy was not used"
+
+
+@pytest.mark.parametrize("kind", ["sd15", "sd21"])
+def test_imagic_runs_on_sd_layouts(kind):
+    pipe = random_pipeline(kind, sample_size=8)
+    before = _snapshot(pipe.unet)
+    images, res = imagic_edit(pipe, _image(64), "a blue star", ImagicConfig(**QUICK, finetune="lora", lora_rank=2),
+                              etas=[0.5], progress=False)
+    assert images[0].size == (64, 64)
+    assert _same(before, _snapshot(pipe.unet))
+    assert res.seconds["embedding"] >= 0 and "sample" in res.seconds
