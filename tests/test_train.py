@@ -56,3 +56,34 @@ def test_clip_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "clip" / "ckpt" / "state.json").read_text())["step"] == 3
     model = CLIPModel.from_pretrained(final)
     assert model.config.text_config.hidden_size == 128
+
+
+def test_unet_and_text_encoder_train_together_and_resume(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel
+
+    from course_lib.train import unet as unet_mod
+    monkeypatch.setattr(common, "RUNS", tmp_path)
+    monkeypatch.setattr(unet_mod, "RUNS", tmp_path)
+    out = tmp_path / "unet-text"
+    unet_mod.train_unet(out=out, minutes=None, steps=2, batch=4, n_scenes=16, train_text=True, bf16=False)
+    state = json.loads((out / "ckpt" / "state.json").read_text())
+    assert state["step"] == 2 and state["train_text"] is True
+    w = load_file(out / "ckpt" / "model.safetensors")
+    assert any(k.startswith("unet.") for k in w) and any(k.startswith("text.") for k in w)
+    start = CLIPTextModel.from_pretrained(unet_mod.Path(unet_mod.__file__).resolve().parents[2] / "data/models/tiny-clip")
+    key = next(k for k in start.state_dict() if k.endswith("token_embedding.weight"))
+    assert not torch.equal(w["text." + key], start.state_dict()[key]), "the text encoder did not train"
+    unet_mod.train_unet(out=out, minutes=None, steps=3, batch=4, n_scenes=16, train_text=True, bf16=False)
+    assert json.loads((out / "ckpt" / "state.json").read_text())["step"] == 3
+
+
+def test_word_similarity_sees_words_apart():
+    from course_lib import load_pipeline
+    from course_lib.train.unet import word_similarity
+    pipe = load_pipeline("tiny-sd", device="cpu", dtype="float32")
+    words = ["circle", "square", "red"]
+    m = word_similarity(pipe.text_encoder, pipe.tokenizer, words)
+    torch.testing.assert_close(m.diagonal(), torch.ones(3))
+    torch.testing.assert_close(m, m.T)
+    assert m[0, 1] < 0.999

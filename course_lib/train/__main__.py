@@ -30,6 +30,9 @@ def main(argv=None):
     p.add_argument("--init-from", type=Path, default=None,
                    help="unet: start from these UNet weights when runs/unet has no checkpoint "
                         "(e.g. data/models/tiny-sd/unet on a machine without the training runs)")
+    p.add_argument("--train-text", action="store_true",
+                   help="unet: fine-tune the text encoder (from tiny-clip's text tower) with the UNet, "
+                        "in runs/unet-text (starts from runs/unet's EMA weights when they exist)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
@@ -50,7 +53,7 @@ def main(argv=None):
             print("vae ->", train_vae(bf16=not a.no_bf16, on_step=on_step, **kw))
         elif stage == "unet":
             from .unet import train_unet
-            print("unet ->", train_unet(bf16=not a.no_bf16, init_from=a.init_from, **kw))
+            print("unet ->", train_unet(bf16=not a.no_bf16, init_from=a.init_from, train_text=a.train_text, **kw))
         elif stage == "assemble":
             from .assemble import assemble
             print("models ->", assemble())

@@ -20,7 +20,11 @@ MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
 def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     out = Path(out)
     clip_dir, vae_dir, unet_ckpt = RUNS / "clip" / "final", RUNS / "vae" / "final", RUNS / "unet" / "ckpt"
+    if (RUNS / "unet-text" / "ckpt" / "state.json").exists():  # UNet and text encoder trained together
+        unet_ckpt = RUNS / "unet-text" / "ckpt"
     state = json.loads((unet_ckpt / "state.json").read_text())
+    weights = load_file(unet_ckpt / ("ema.safetensors" if use_ema else "model.safetensors"))
+    joint = state.get("train_text", False)
     sd = out / "tiny-sd"
     if sd.exists():
         shutil.rmtree(sd)
@@ -28,6 +32,8 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     clip = CLIPModel.from_pretrained(clip_dir)
     text = CLIPTextModel(clip.config.text_config)
     getattr(text, "text_model", text).load_state_dict(clip.text_model.state_dict())
+    if joint:
+        text.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("text.")})
     text.half().save_pretrained(sd / "text_encoder")
     legacy_text_keys(sd / "text_encoder" / "model.safetensors")
     CLIPTokenizer.from_pretrained(clip_dir).save_pretrained(sd / "tokenizer")
@@ -35,7 +41,7 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     vae.register_to_config(scaling_factor=float(state["scaling_factor"]))
     vae.half().save_pretrained(sd / "vae")
     unet = UNet2DConditionModel(**unet_config())
-    unet.load_state_dict(load_file(unet_ckpt / ("ema.safetensors" if use_ema else "model.safetensors")))
+    unet.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("unet.")} if joint else weights)
     unet.half().save_pretrained(sd / "unet")
     DDIMScheduler.from_config(noise_scheduler_config()).save_pretrained(sd / "scheduler")
     (sd / "model_index.json").write_text(json.dumps({

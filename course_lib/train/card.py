@@ -15,7 +15,7 @@ from ..models import load_clip, load_pipeline, parameter_count
 from .assemble import MODELS, weights_megabytes
 from .clip import clip_retrieval_accuracy
 from .common import RUNS
-from .unet import unet_config
+from .unet import unet_config, word_similarity
 from .vae import vae_config, vae_quality
 
 
@@ -37,14 +37,32 @@ def write_card(out: Path = MODELS / "README.md", n_generations: int = 200, hardw
     retrieval = clip_retrieval_accuracy(clip, tok, 256)
     vq = vae_quality(pipe.vae, 200)
     share, _, _ = generation_accuracy(pipe, n=n_generations, steps=50, guidance=7.5)
-    s_clip, s_vae, s_unet = _state("clip"), _state("vae"), _state("unet")
+    s_clip, s_vae, s_unet, s_joint = _state("clip"), _state("vae"), _state("unet"), _state("unet-text")
+    shapes = ["circle", "square", "triangle", "star", "hexagon", "cross"]
+    off_diag = lambda m: float(m[~torch.eye(len(shapes), dtype=bool)].max())  # noqa: E731
+    sim_clip = off_diag(word_similarity(clip.text_model if hasattr(clip, "text_model") else clip, tok, shapes))
+    sim_sd = off_diag(word_similarity(pipe.text_encoder, pipe.tokenizer, shapes))
+    joint = bool(s_joint.get("train_text"))
+    text_row = "tiny-clip's text tower, fine-tuned with the UNet (stage 2)" if joint else "tiny-clip's text tower, frozen"
+    joint_text = "" if not joint else f"""
+**Stage 2, UNet and text encoder together** (`python -m course_lib.train unet --train-text`): the
+frozen contrastive text tower hardly tells shape words apart — the most similar pair of shape words
+in the same caption ("a red ... on a white background") has hidden states at cosine
+**{sim_clip:.3f}** in tiny-clip — so the UNet learned colours and backgrounds but not shapes. From the
+stage-1 EMA weights, the UNet and the text encoder (learning rate x{s_joint.get('text_lr_scale', '?')}) were
+trained together for {s_joint.get('step', '?')} more steps ({_minutes(s_joint):.0f} minutes; AdamW lr
+{s_joint.get('lr', '?')}, 500 warm-up steps, cosine decay over {s_joint.get('steps_planned', '?')} steps, batch
+{s_joint.get('batch', '?')}); the captions then run through the text encoder in the loop. tiny-sd's text
+encoder now puts its most similar pair of shape words at cosine **{sim_sd:.3f}**. tiny-clip keeps its own
+text tower, so tiny-sd's text encoder and tiny-clip's are no longer the same weights.
+"""
     hardware = hardware or f"{torch.get_num_threads()}-core CPU ({platform.machine()}), torch {torch.__version__}"
     params = {n: parameter_count(getattr(pipe, n)) / 1e6 for n in ("vae", "text_encoder", "unet")}
     shape_status = "" if share["shape"] >= 0.9 else (
         f"- **Shapes are not learned yet**: the UNet gets colours and backgrounds right but draws the "
         f"right shape in only {100 * share['shape']:.0f}% of generations, short of the course's 90% bar. "
         "It needs more training: `python -m course_lib.train unet --steps N --minutes M` resumes from "
-        "`runs/unet/ckpt` (or, on a machine without it, add `--init-from data/models/tiny-sd/unet`).\n")
+        "`runs/unet/ckpt`, and `--train-text` continues stage 2 from `runs/unet-text/ckpt`.\n")
     card = f"""# Embedded models: tiny-sd and tiny-clip
 
 Both are trained by this repository's own scripts (`course_lib/train`) on **Shapes World**, the
@@ -83,7 +101,7 @@ weight decay 0.1, cosine schedule, bf16 autocast, {s_clip.get('step', '?')} step
 
 - image -> caption retrieval, top-1 among 256 held-out scenes: **{100 * retrieval:.1f}%**
 
-Its text tower is tiny-sd's frozen text encoder (as CLIP's is Stable Diffusion's); its vision tower
+Its text tower initialises tiny-sd's text encoder (as CLIP's is Stable Diffusion's); its vision tower
 conditions Paint by Example and scores text alignment in Imagic's curves.
 
 ## tiny-sd (`diffusers.StableDiffusionPipeline`)
@@ -91,7 +109,7 @@ conditions Paint by Example and scores text alignment in Imagic's curves.
 | part | architecture | parameters |
 |---|---|---|
 | VAE (`AutoencoderKL`) | 64x64x3 <-> 16x16x4, blocks {vae_config()['block_out_channels']}, 1 layer per block | {params['vae']:.2f} M |
-| text encoder (`CLIPTextModel`) | tiny-clip's text tower, frozen | {params['text_encoder']:.2f} M |
+| text encoder (`CLIPTextModel`) | {text_row} | {params['text_encoder']:.2f} M |
 | UNet (`UNet2DConditionModel`) | 16x16x4 latents, blocks {unet_config()['block_out_channels']}, cross-attention at 16x16, 8x8 and the 4x4 mid block, 4 heads | {params['unet']:.2f} M |
 | scheduler | DDIM, Stable Diffusion's scaled-linear betas (0.00085-0.012, 1000 steps) | |
 
@@ -107,7 +125,7 @@ classifier-free guidance, AdamW lr {s_unet.get('lr', '?')} with 500 warm-up step
 over {s_unet.get('steps_planned', '?')} steps, batch {s_unet.get('batch', '?')}, gradient clipping 1.0, bf16 autocast, EMA 0.999
 (the EMA weights are shipped). The VAE latents and the text encoder's hidden states of all 40,000
 scenes are computed once before the loop. Trained {s_unet.get('step', '?')} steps in {_minutes(s_unet):.0f} minutes.
-
+{joint_text}
 - generations judged right by the oracle (shape, colour and background all right), 200 held-out
   single-object prompts, 50 DDIM steps, guidance 7.5: **{100 * share['all']:.1f}%**
   (shape {100 * share['shape']:.1f}%, colour {100 * share['color']:.1f}%, background {100 * share['background']:.1f}%)
@@ -118,7 +136,7 @@ More rows (DDIM inversion, seconds per image): `python -m course_lib.bench base`
 
 All three stages ran on {hardware}, beside other work on the same machine. CLIP
 {_minutes(s_clip):.0f} min and the VAE {_minutes(s_vae):.0f} min ran in parallel (one core each), then the UNet
-{_minutes(s_unet):.0f} min on two cores. Reproduce with `python -m course_lib.train all` (resumable; each stage
+{_minutes(s_unet):.0f} min on one or two cores{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_lib.train all` (resumable; each stage
 takes `--minutes`); on a GPU the same scripts run under `accelerate launch -m course_lib.train`.
 
 ## Limits

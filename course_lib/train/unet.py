@@ -5,6 +5,12 @@ The VAE and the text encoder are frozen, so both run once: every scene is encode
 every caption to its hidden states before the loop (the caption set is finite). The loop then only
 runs the UNet: epsilon prediction on Stable Diffusion's noise schedule, min-SNR-5 loss weighting,
 AdamW with warm-up and cosine decay, EMA weights (the ones shipped).
+
+``train_text=True`` (``--train-text``) also fine-tunes the text encoder, initialised from
+tiny-clip's text tower, with the UNet: the contrastively trained tower maps shape words to nearly
+the same hidden states (cosine 0.99 between "triangle" and "star" in the same caption, measured by
+:func:`word_similarity`), which leaves the UNet almost no signal about shape. The captions then go
+through the text encoder in the loop (it is small); the checkpoint holds both models.
 """
 from __future__ import annotations
 
@@ -58,6 +64,25 @@ def encode_captions(text_encoder: CLIPTextModel, tok: CLIPTokenizer, captions: l
     return torch.cat(embs), torch.tensor([where[c] for c in captions]), where[""]
 
 
+class UNetAndText(torch.nn.Module):
+    """The UNet and the text encoder trained together (one state dict: ``unet.*``, ``text.*``)."""
+
+    def __init__(self, unet: UNet2DConditionModel, text: CLIPTextModel):
+        super().__init__()
+        self.unet, self.text = unet, text
+
+
+@torch.no_grad()
+def word_similarity(text_encoder: CLIPTextModel, tok: CLIPTokenizer, words: list[str],
+                    template: str = "a red {} on a white background") -> torch.Tensor:
+    """Cosine similarity of the hidden states at the position of each word in the same caption."""
+    ids = tok([template.format(w) for w in words], padding="max_length", max_length=tok.model_max_length,
+              truncation=True, return_tensors="pt").input_ids
+    pos = tok(template.split("{}")[0].strip(), add_special_tokens=False, return_tensors="pt").input_ids.shape[1] + 1
+    h = F.normalize(text_encoder(ids)[0][:, pos].float(), dim=-1)
+    return h @ h.T
+
+
 def prepare_cache(clip_dir: Path, vae_dir: Path, n_scenes: int, cache: Path) -> dict:
     if cache.exists():
         return load_file(cache)
@@ -75,30 +100,52 @@ def prepare_cache(clip_dir: Path, vae_dir: Path, n_scenes: int, cache: Path) -> 
 
 def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000, batch: int = 48,
                lr: float = 5e-4, n_scenes: int = 40000, seed: int = 0, bf16: bool = True,
-               cond_dropout: float = 0.1, snr_gamma: float = 5.0, init_from: Path | None = None) -> Path:
-    out = Path(out or RUNS / "unet")
+               cond_dropout: float = 0.1, snr_gamma: float = 5.0, init_from: Path | None = None,
+               train_text: bool = False, text_lr_scale: float = 0.5) -> Path:
+    out = Path(out or RUNS / ("unet-text" if train_text else "unet"))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     acc = Accelerator()
     shipped = Path(__file__).resolve().parents[2] / "data" / "models"
     clip_dir = RUNS / "clip" / "final" if (RUNS / "clip" / "final").exists() else shipped / "tiny-clip"
     vae_dir = RUNS / "vae" / "final" if (RUNS / "vae" / "final").exists() else shipped / "tiny-sd" / "vae"
-    d = prepare_cache(clip_dir, vae_dir, n_scenes, out / "cache.safetensors")
+    cache_dir = RUNS / "unet" if train_text else out
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    d = prepare_cache(clip_dir, vae_dir, n_scenes, cache_dir / "cache.safetensors")
     latents = d["latents"].float() * d["scaling"]
     embs, index, null = d["embeddings"], d["index"], int(d["null"])
     unet = UNet2DConditionModel(**unet_config())
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
-    ema = EMA(unet, decay=0.999)
-    state = load_checkpoint(out / "ckpt", unet, opt, ema)
-    if not state and init_from is not None:  # e.g. continue from the shipped fp16 weights on a new machine
-        unet.load_state_dict({k: v.float() for k, v in UNet2DConditionModel.from_pretrained(init_from).state_dict().items()})
-        ema = EMA(unet, decay=0.999)
-        print(f"no checkpoint in {out / 'ckpt'}: starting from the weights in {init_from} with a new optimiser")
+    text = ids = None
+    if train_text:  # the caption ids in the cache's order (sorted distinct captions and "")
+        tok = CLIPTokenizer.from_pretrained(clip_dir)
+        uniq = sorted(set(scene_dataset(n_scenes)[1]) | {""})
+        ids = tok(uniq, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+        text = CLIPTextModel.from_pretrained(clip_dir, torch_dtype=torch.float32)
+        model = UNetAndText(unet, text)
+        groups = [{"params": unet.parameters(), "scale": 1.0}, {"params": text.parameters(), "scale": text_lr_scale}]
+    else:
+        model = unet
+        groups = [{"params": unet.parameters(), "scale": 1.0}]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01)
+    ema = EMA(model, decay=0.999)
+    state = load_checkpoint(out / "ckpt", model, opt, ema)
+    if not state:
+        start = init_from
+        if start is None and train_text and (RUNS / "unet" / "ckpt" / "ema.safetensors").exists():
+            start = RUNS / "unet" / "ckpt" / "ema.safetensors"  # continue from the frozen-text run
+        if start is not None:
+            start = Path(start)
+            w = (load_file(start) if start.suffix == ".safetensors"
+                 else UNet2DConditionModel.from_pretrained(start).state_dict())
+            unet.load_state_dict({k: v.float() for k, v in w.items()})
+            ema = EMA(model, decay=0.999)
+            print(f"no checkpoint in {out / 'ckpt'}: starting the UNet from {start} with a new optimiser")
     step, prev_seconds = state.get("step", 0), state.get("seconds_total", 0.0)
     sched = DDPMScheduler.from_config(noise_scheduler_config())
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas)
-    unet, opt = acc.prepare(unet, opt)
+    model, opt = acc.prepare(model, opt)
     g = torch.Generator().manual_seed(seed + step)
     budget, t0 = Budget(minutes), time.time()
     bar = tqdm(total=steps, initial=step, desc="tiny-sd unet", disable=not acc.is_main_process)
@@ -108,28 +155,33 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
         x0 = latents[idx]
         e_idx = index[idx].clone()
         e_idx[torch.rand(batch, generator=g) < cond_dropout] = null
-        cond = embs[e_idx].float()
+        cond = None if train_text else embs[e_idx].float()
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, 1000, (batch,), generator=g)
         xt = sched.add_noise(x0, noise, t)
         for pg in opt.param_groups:
-            pg["lr"] = cosine_lr(step, steps, lr, warmup=500)
+            pg["lr"] = pg["scale"] * cosine_lr(step, steps, lr, warmup=500)
         with autocast(acc.device, bf16):
-            pred = unet(xt.to(acc.device), t.to(acc.device), cond.to(acc.device)).sample.float()
+            m = acc.unwrap_model(model)
+            if train_text:
+                cond = m.text(ids[e_idx].to(acc.device))[0]
+            u = m.unet if train_text else m
+            pred = u(xt.to(acc.device), t.to(acc.device), cond.to(acc.device)).sample.float()
         w = (torch.clamp(snr[t], max=snr_gamma) / snr[t]).to(acc.device)  # min-SNR weighting
         loss = (w * F.mse_loss(pred, noise.to(acc.device), reduction="none").mean((1, 2, 3))).mean()
         acc.backward(loss)
-        acc.clip_grad_norm_(unet.parameters(), 1.0)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         step += 1
-        ema.update(acc.unwrap_model(unet), step)
+        ema.update(acc.unwrap_model(model), step)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         bar.update(1)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{avg:.4f}")
         if step % 500 == 0 or step == steps or not budget.left():
-            save_checkpoint(out / "ckpt", acc.unwrap_model(unet), opt, step, ema, extra={
+            save_checkpoint(out / "ckpt", acc.unwrap_model(model), opt, step, ema, extra={
                 "scaling_factor": float(d["scaling"]), "batch": batch, "lr": lr, "steps_planned": steps,
+                "train_text": train_text, "text_lr_scale": text_lr_scale if train_text else None,
                 "seconds_total": prev_seconds + time.time() - t0, "threads": torch.get_num_threads()})
     return out / "ckpt"
