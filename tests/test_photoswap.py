@@ -129,7 +129,8 @@ def test_local_blend_keeps_latents_outside_the_subject():
 def test_real_image_source_by_inversion(tiny_sd):
     from course_lib.shapes import single_object
     s = single_object("star", "red", "gray", size="large")
-    src, tgt = photoswap(tiny_sd, SRC, TGT, PhotoswapConfig(), image=s.image, num_inference_steps=10, progress=False)
+    src, tgt = photoswap(tiny_sd, SRC, TGT, PhotoswapConfig(), image=s.image, num_inference_steps=10,
+                         inversion="negative-prompt", progress=False)
     from course_lib.metrics import psnr
     assert psnr(s.image, src) > 22  # negative-prompt inversion reconstructs the source
     with pytest.raises(ValueError, match="inversion must be"):

@@ -116,7 +116,7 @@ class PhotoswapController(P2PController):
 
 
 def invert_source(pipe, image, source_prompt: str, num_inference_steps: int, guidance_scale: float,
-                  inversion: str = "negative-prompt", progress: bool = False):
+                  inversion: str = "null-text", progress: bool = False):
     """(z_T, per-step unconditional embeddings or None) of a real source image.
 
     ``inversion``: ``"null-text"`` (the reference code's choice, slow), ``"negative-prompt"`` (no
@@ -135,7 +135,7 @@ def invert_source(pipe, image, source_prompt: str, num_inference_steps: int, gui
 def photoswap(pipe, source_prompt: str, target_prompt: str, config: PhotoswapConfig | None = None,
               image=None, num_inference_steps: int = 50, guidance_scale: float = 7.5,
               latents: torch.Tensor | None = None, generator: torch.Generator | None = None,
-              uncond_embeddings=None, inversion: str = "negative-prompt", progress: bool = True,
+              uncond_embeddings=None, inversion: str = "null-text", progress: bool = True,
               output: str = "pil"):
     """Swap the subject of the source for the concept in ``target_prompt``; returns [source, target].
 
