@@ -141,3 +141,18 @@ def test_concept_prompt():
     assert concept_prompt(SRC, ["red", "star"], ["sks", "shape"]) == TGT
     with pytest.raises(ValueError, match="not in the source prompt"):
         concept_prompt(SRC, ["blue"], ["sks"])
+
+
+def test_lambda_sliders_callback():
+    from course_lib.widgets_photoswap import PhotoswapSliders
+    pipe = random_pipeline("tiny-sd")
+    z = initial_latents(pipe, 1, torch.Generator().manual_seed(7))
+    w = PhotoswapSliders(pipe, SRC, TGT, 3, z)
+    a = w.select(0, 0, 0)
+    plain = sample(pipe, [SRC, TGT], 3, 7.5, latents=z, progress=False)[1]
+    import numpy as np
+    assert np.abs(np.asarray(a, float) - np.asarray(plain, float)).max() <= 1
+    b = w.select(3, 3, 3)
+    assert w.current is b and len(w.cache) == 2 and w.select(3, 3, 3) is b
+    with pytest.raises(ValueError, match="more steps than the run has"):
+        w.select(4, 0, 0)
