@@ -143,5 +143,33 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
             "scenes": len(images), "minutes": round(seconds / 60, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None,
             "base": base_fingerprint()}
     (out / f"{variant}.json").write_text(json.dumps(info, indent=1))
+    write_card(out)
     print(json.dumps(info))
     return out / f"{variant}.safetensors"
+
+
+def write_card(folder: Path):
+    """``README.md`` of ``data/models/pbe-tiny`` from the variants' training records."""
+    lines = ["# Paint by Example, tiny (Shapes World)", "",
+             "Trained by `python -m course_lib.train pbe --method bottleneck|naive` (`course_lib/train/pbe.py`) with "
+             "the paper's self-supervised recipe on 6,000 rendered training scenes (one object box each). "
+             "Initialisation: tiny-sd's UNet with 9 input channels (the 5 new ones zero) and VAE, tiny-clip's vision "
+             "tower. Only the trained parameters are stored, fp16: the UNet's input convolution and attention layers "
+             "and the image encoder's head (mapper, LayerNorm, projection, null vector); "
+             "`course_lib.methods.pbe.tiny_pipeline(variant)` rebuilds the model from tiny-sd and tiny-clip, and "
+             "writes the bottleneck variant as a diffusers folder that `PaintByExamplePipeline.from_pretrained` loads. "
+             "`base` is a hash of the tiny-sd weights the parts were trained on.", "",
+             "| variant | condition | augmentation | steps | batch | lr | minutes (2-core CPU, shared) | final loss |",
+             "|---|---|---|---|---|---|---|---|"]
+    for v in ("bottleneck", "naive"):
+        f = folder / f"{v}.json"
+        if f.exists():
+            d = json.loads(f.read_text())
+            cond = "class token -> mapper -> LayerNorm -> projection (1 token)" if v == "bottleneck" else "all 65 CLIP tokens"
+            aug = "flip, rotation, blur, elastic; Bezier masks" if d["augment"] else "none (box masks, raw crops)"
+            lines.append(f"| {v} | {cond} | {aug} | {d['steps']} | {d['batch']} | {d['lr']:g} | {d['minutes']} | "
+                         f"{d['final_loss']:.4f} |")
+    lines += ["", "20% of conditions replaced by the learnable null vector. Measured quality: "
+              "`python -m course_lib.bench pbe` (and notebook 05). Training continues from `runs/pbe-<variant>` "
+              "when run again with a larger `--steps`.", ""]
+    (folder / "README.md").write_text("\n".join(lines))
