@@ -183,3 +183,18 @@ def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
                         bf16=False)
     import json
     assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 3
+
+
+def test_blend_known_keeps_the_latent_outside_the_mask(clip):
+    model, _, proc = clip
+    p = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")
+    image, m, ref = scene_inputs()
+    z = paint_by_example(p, image, m, ref, num_inference_steps=2, blend_known=True, output="latent",
+                         generator=torch.Generator().manual_seed(0))
+    keep, _ = pbe.mask_inputs(p, image, m)
+    with torch.no_grad():
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        z_src = p.vae.encode(x).latent_dist.mode() * p.vae.config.scaling_factor
+    k = keep.bool().expand_as(z)
+    torch.testing.assert_close(z[k], z_src.expand_as(z)[k])
+    assert (z[~k] - z_src.expand_as(z)[~k]).abs().max() > 1e-3

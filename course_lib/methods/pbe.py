@@ -342,12 +342,15 @@ def mask_inputs(pipe, image, mask: np.ndarray):
 @torch.no_grad()
 def paint_by_example(pipe, image, mask, reference, num_inference_steps: int = 50, guidance_scale: float = 5.0,
                      num_images: int = 1, generator: torch.Generator | None = None, latents=None,
-                     progress: bool = False, output: str = "pil"):
+                     blend_known: bool = False, progress: bool = False, output: str = "pil"):
     """Repaint ``mask`` of ``image`` with the object of ``reference``.
 
     ``guidance_scale`` s: eps(v) + s (eps(c) - eps(v)) with the learned null vector v (paper: s = 5).
     ``num_images`` samples from different noise (the diversity figure). Same loop as diffusers'
     ``PaintByExamplePipeline.__call__`` (with DDIM), and runs the naive variant too.
+    ``blend_known``: after every step, replace the latent outside the mask by the source's latent
+    noised to that step (blended latent diffusion), so the known region is kept even where the model
+    has not learned to keep it. Off by default: the paper and diffusers' pipeline rely on the model.
     """
     image = check_image(pipe, image)
     m = check_mask(mask, image.size[0])
@@ -364,7 +367,12 @@ def paint_by_example(pipe, image, mask, reference, num_inference_steps: int = 50
     extra = torch.cat([masked_lat.expand(num_images, -1, -1, -1), keep.expand(num_images, -1, -1, -1)], 1)
     extra = torch.cat([extra, extra]) if guided else extra
     pipe.scheduler.set_timesteps(num_inference_steps, device=device)
-    for t in tqdm(pipe.scheduler.timesteps, desc="Paint by Example", disable=not progress, leave=False):
+    if blend_known:
+        x_src = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+        z_src = pipe.vae.encode(x_src.to(device, dtype)).latent_dist.mode() * pipe.vae.config.scaling_factor
+        noise = latents.to(device, dtype)
+    timesteps = pipe.scheduler.timesteps
+    for i, t in enumerate(tqdm(timesteps, desc="Paint by Example", disable=not progress, leave=False)):
         x = torch.cat([z, z]) if guided else z
         x = torch.cat([pipe.scheduler.scale_model_input(x, t), extra], 1)
         eps = pipe.unet(x, t, encoder_hidden_states=emb.to(dtype)).sample
@@ -372,6 +380,9 @@ def paint_by_example(pipe, image, mask, reference, num_inference_steps: int = 50
             eps_u, eps_c = eps.chunk(2)
             eps = eps_u + guidance_scale * (eps_c - eps_u)
         z = pipe.scheduler.step(eps, t, z).prev_sample
+        if blend_known:
+            known = z_src if i + 1 == len(timesteps) else pipe.scheduler.add_noise(z_src, noise, timesteps[i + 1:i + 2])
+            z = keep * known + (1 - keep) * z
     if output == "latent":
         return z
     img = (pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample.float() / 2 + 0.5).clamp(0, 1)
