@@ -104,6 +104,14 @@ class NaiveImageEncoder(torch.nn.Module):
         self.proj_out = torch.nn.Linear(config.hidden_size, proj_size)
         self.uncond_vector = torch.nn.Parameter(torch.randn((1, 1, proj_size)))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.uncond_vector.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.uncond_vector.device
+
     def forward(self, pixel_values, return_uncond_vector=False):
         h = self.model(pixel_values=pixel_values).last_hidden_state
         h = self.proj_out(self.final_layer_norm(h))
