@@ -2,8 +2,9 @@
 heart under ``sks``, tiny-sd + the shipped concept LoRA), oracle-scored, with Prompt-to-Prompt on
 the same concept model (the paper's "P2P + DreamBooth" baseline) beside it.
 
-Per case: a one-object held-out scene; the source is generated from its caption (rows "generated") or
-is the rendered scene, null-text inverted (rows "real"); the target prompt replaces "<colour> <shape>"
+Per case: a one-object scene in the concept's setting (centred, medium or large; on other prompts —
+"small", "tall", positions — the concept LoRA, trained on 6 references only, draws noise); the source
+is generated from its caption (rows "generated") or is the rendered scene, null-text inverted (rows "real"); the target prompt replaces "<colour> <shape>"
 by "sks shape". Measures, all by the Shapes World oracle on the target image:
 
 - concept identity: an object read as **purple** and as a **heart or dotted** (the concept's
@@ -39,14 +40,19 @@ def concept_pipeline(device="cpu", dtype="float32"):
 
 
 def swap_cases(n: int, offset: int = 60_000):
-    """Held-out one-object scenes whose subject is not purple, not a heart, not dotted."""
-    out, i = [], 0
-    while len(out) < n:
-        s = held_out_scenes(1, offset=offset + i)[0]
-        i += 1
-        o = s.spec.objects[0]
-        if o.color != "purple" and o.shape != "heart" and o.pattern == "plain":
-            out.append(s)
+    """``n`` one-object scenes in the concept's own setting (a centred, medium or large, regular, plain
+    object — how the concept's references show it), of a colour other than purple and a training shape;
+    seeds from the held-out range."""
+    from ..shapes.world import single_object
+    from ..train.common import HELD_OUT_SEED_OFFSET
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(HELD_OUT_SEED_OFFSET + offset + i)
+        colors = [c for c in V.COLOR_NAMES if c != "purple"]
+        out.append(single_object(V.SHAPES[rng.integers(len(V.SHAPES))], colors[rng.integers(len(colors))],
+                                 V.BACKGROUNDS[rng.integers(len(V.BACKGROUNDS))],
+                                 size=("medium", "large")[rng.integers(2)], rotation=float(rng.uniform(-20, 20))))
     return out
 
 
