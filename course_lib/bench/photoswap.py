@@ -29,7 +29,6 @@ from ..models import MODELS_DIR, load_pipeline
 from ..shapes import vocab as V
 from ..shapes.oracle import read_image
 from . import Row, suite
-from .base import held_out_scenes
 
 CONCEPT = MODELS_DIR / "concept-sks-lora"
 
