@@ -211,3 +211,9 @@ def test_shipped_weights_load_and_run():
                                generator=torch.Generator().manual_seed(0))[0]
         from course_lib.metrics import psnr
         assert psnr(image, out, ~m) > 22  # the known region is kept
+
+
+def test_released_checkpoint_is_loaded_by_hub_id_or_refused_clearly_offline():
+    from course_lib.models import ModelNotAvailable
+    with pytest.raises(ModelNotAvailable, match="Fantasy-Studio/Paint-by-Example"):
+        pbe.load_pbe("paint-by-example", device="cpu")
