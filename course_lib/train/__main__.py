@@ -2,7 +2,9 @@
 
 Stages, in order: ``clip`` (tiny-clip), ``vae`` (tiny-sd's VAE), ``unet`` (tiny-sd's UNet),
 ``assemble`` (write data/models/tiny-sd and data/models/tiny-clip in fp16), ``card`` (measure them
-and write the model card). ``all`` runs the five.
+and write the model card). ``all`` runs the five. Lessons' own weights: ``concept`` (notebook 04's
+concept LoRA / Textual Inversion, ``--method``) and ``pbe`` (notebook 05's Paint by Example,
+``--method bottleneck|naive``).
 Every stage is seeded, stops at its time budget (``--minutes``), saves a resumable checkpoint under
 ``runs/`` and continues from it when run again. Runs under ``accelerate launch -m course_lib.train``
 as well as plain ``python -m``; on a GPU add ``--no-bf16`` if the card has no bf16.
@@ -18,7 +20,7 @@ import torch
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["clip", "vae", "unet", "assemble", "card", "all"])
+    p.add_argument("stage", choices=["clip", "vae", "unet", "assemble", "card", "all", "concept", "pbe"])
     p.add_argument("--minutes", type=float, default=None, help="time budget of this run")
     p.add_argument("--steps", type=int, default=None, help="total steps of the schedule")
     p.add_argument("--batch", type=int, default=None)
@@ -34,6 +36,7 @@ def main(argv=None):
                    help="unet: fine-tune the text encoder (from tiny-clip's text tower) with the UNet, "
                         "in runs/unet-text (starts from runs/unet's EMA weights when they exist)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="lora", help="concept: lora | textual_inversion; pbe: bottleneck | naive")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -57,6 +60,13 @@ def main(argv=None):
         elif stage == "assemble":
             from .assemble import assemble
             print("models ->", assemble())
+        elif stage == "concept":
+            from .concept import train_concept
+            print("concept ->", train_concept(method=a.method, **kw))
+        elif stage == "pbe":
+            from .pbe import train_pbe
+            print("paint by example ->", train_pbe(variant=a.method if a.method != "lora" else "bottleneck",
+                                                   bf16=not a.no_bf16, **kw))
         elif stage == "card":
             from .card import write_card
             write_card()

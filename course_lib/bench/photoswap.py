@@ -1,0 +1,142 @@
+"""Suite ``photoswap``: swap the subject of held-out scenes for the learned concept (the purple dotted
+heart under ``sks``, tiny-sd + the shipped concept LoRA), oracle-scored, with Prompt-to-Prompt on
+the same concept model (the paper's "P2P + DreamBooth" baseline) beside it.
+
+Per case: a one-object scene in the concept's setting (centred, medium or large; on other prompts —
+"small", "tall", positions — the concept LoRA, trained on 6 references only, draws noise); the source
+is generated from its caption (rows "generated") or is the rendered scene, null-text inverted (rows "real"); the target prompt replaces "<colour> <shape>"
+by "sks shape". Measures, all by the Shapes World oracle on the target image:
+
+- concept identity: an object read as **purple** and as a **heart or dotted** (the concept's
+  colour plus at least one of its two held-out attributes); "purple" alone is reported beside it;
+- pose kept: mask IoU of that object with the source's subject (the oracle's mask on the source);
+- background PSNR outside both subjects, target vs source.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..config import get_config
+from ..methods.concepts import load_concept
+from ..methods.p2p import P2PEdit, p2p_edit
+from ..methods.photoswap import PhotoswapConfig, concept_prompt, invert_source, photoswap
+from ..metrics import mask_iou, psnr
+from ..models import MODELS_DIR, load_pipeline
+from ..shapes import vocab as V
+from ..shapes.oracle import read_image
+from . import Row, suite
+
+CONCEPT = MODELS_DIR / "concept-sks-lora"
+
+
+def concept_pipeline(device="cpu", dtype="float32"):
+    pipe = load_pipeline("tiny-sd", device=device, dtype=dtype)
+    return load_concept(pipe, CONCEPT, "lora")
+
+
+def swap_cases(n: int, offset: int = 60_000):
+    """``n`` one-object scenes in the concept's own setting (a centred, medium or large, regular, plain
+    object — how the concept's references show it), of a colour other than purple and a training shape;
+    seeds from the held-out range."""
+    from ..shapes.world import single_object
+    from ..train.common import HELD_OUT_SEED_OFFSET
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(HELD_OUT_SEED_OFFSET + offset + i)
+        colors = [c for c in V.COLOR_NAMES if c != "purple"]
+        out.append(single_object(V.SHAPES[rng.integers(len(V.SHAPES))], colors[rng.integers(len(colors))],
+                                 V.BACKGROUNDS[rng.integers(len(V.BACKGROUNDS))],
+                                 size=("medium", "large")[rng.integers(2)], rotation=float(rng.uniform(-20, 20))))
+    return out
+
+
+def swap_scores(source_img, target_img, subject_mask: np.ndarray | None) -> dict:
+    """Oracle scores of one swap (see the module docstring). ``subject_mask``: the source's subject."""
+    r = read_image(target_img)
+    cands = [o for o in r.objects if o.color == "purple"]
+    if subject_mask is not None and cands:
+        o = max(cands, key=lambda c: mask_iou(c.mask, subject_mask))
+    else:
+        o = max(cands, key=lambda c: c.area) if cands else None
+    identity = o is not None and (o.shape == "heart" or o.pattern == "dotted")
+    iou = mask_iou(o.mask, subject_mask) if (o is not None and subject_mask is not None) else 0.0
+    edited = np.zeros(np.asarray(source_img).shape[:2], bool)
+    if subject_mask is not None:
+        edited |= subject_mask
+    if o is not None:
+        edited |= o.mask
+    keep = ~ndimage.binary_dilation(edited, iterations=2)
+    bg = psnr(source_img, target_img, keep) if keep.any() else float("nan")
+    return {"identity": identity, "purple": o is not None, "iou": iou, "bg": bg}
+
+
+def subject_of(image, color: str):
+    found = read_image(image).find(color=color)
+    return None if found is None else found.mask
+
+
+def _baseline_edit(words) -> P2PEdit:
+    return P2PEdit(kind="swap", cross_replace_steps=0.8, self_replace_steps=0.4, local_blend=list(words))
+
+
+@suite("photoswap")
+def photoswap_suite(smoke: bool | None = None) -> list[Row]:
+    cfg = get_config()
+    smoke = cfg.smoke if smoke is None else smoke
+    pipe = concept_pipeline()
+    steps = cfg.pick(50, 20)
+    n, k = (4, 1) if smoke else (20, 5)
+    config = PhotoswapConfig(local_blend=None)
+    res = {"photoswap": [], "p2p+concept": []}
+    times = {"photoswap": 0.0, "p2p+concept": 0.0}
+    for i, s in enumerate(swap_cases(n)):
+        o = s.spec.objects[0]
+        src = s.caption
+        tgt = concept_prompt(src, [o.color, o.shape], [V.CONCEPT_TOKEN, "shape"])
+        z = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(i))
+        t = time.perf_counter()
+        a, b = photoswap(pipe, src, tgt, config, num_inference_steps=steps, latents=z, progress=False)
+        times["photoswap"] += time.perf_counter() - t
+        subject = subject_of(a, o.color)
+        res["photoswap"].append(swap_scores(a, b, subject))
+        t = time.perf_counter()
+        pa, pb = p2p_edit(pipe, src, tgt, _baseline_edit([o.shape, "shape"]), steps, latents=z, progress=False)
+        times["p2p+concept"] += time.perf_counter() - t
+        res["p2p+concept"].append(swap_scores(pa, pb, subject_of(pa, o.color)))
+    rows = []
+    for name, r in res.items():
+        ours = name == "photoswap"
+        rows += [
+            Row("photoswap", f"{name}: concept identity (purple + heart/dotted), generated", 100 * np.mean([x["identity"] for x in r]),
+                "%", 80 if ours else None, detail=f"{n} cases; purple alone {100 * np.mean([x['purple'] for x in r]):.0f}%"),
+            Row("photoswap", f"{name}: pose kept (mask IoU with the source subject)", float(np.mean([x["iou"] for x in r])), "",
+                0.8 if ours else None),
+            Row("photoswap", f"{name}: background PSNR", float(np.nanmean([x["bg"] for x in r])), " dB", 28 if ours else None),
+            Row("photoswap", f"{name}: seconds per edit (source + target)", times[name] / n, " s",
+                detail=f"{steps} steps, {cfg.device}, {torch.get_num_threads()} thread(s)")]
+    # real (rendered) sources through null-text inversion
+    real, t_inv, t_edit = [], 0.0, 0.0
+    for i, s in enumerate(swap_cases(k, offset=70_000)):
+        o = s.spec.objects[0]
+        tgt = concept_prompt(s.caption, [o.color, o.shape], [V.CONCEPT_TOKEN, "shape"])
+        t = time.perf_counter()
+        zT, u = invert_source(pipe, s.image, s.caption, steps, 7.5, "null-text")
+        t_inv += time.perf_counter() - t
+        t = time.perf_counter()
+        a, b = photoswap(pipe, s.caption, tgt, config, num_inference_steps=steps, latents=zT, uncond_embeddings=u,
+                         progress=False)
+        t_edit += time.perf_counter() - t
+        real.append(swap_scores(s.image, b, s.objects[0].mask))
+    rows += [
+        Row("photoswap", "photoswap: concept identity, real (null-text inverted)", 100 * np.mean([x["identity"] for x in real]),
+            "%", 80, detail=f"{k} rendered scenes; purple alone {100 * np.mean([x['purple'] for x in real]):.0f}%"),
+        Row("photoswap", "photoswap: pose kept, real", float(np.mean([x["iou"] for x in real])), "", 0.8),
+        Row("photoswap", "photoswap: background PSNR, real", float(np.nanmean([x["bg"] for x in real])), " dB", 28),
+        Row("photoswap", "seconds per real edit (null-text inversion + swap)", (t_inv + t_edit) / k, " s",
+            detail=f"inversion {t_inv / k:.0f} s")]
+    return rows

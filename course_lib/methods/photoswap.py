@@ -1,0 +1,177 @@
+"""Photoswap (Gu et al., NeurIPS 2023): swap the subject of an image for a learned concept, keeping
+pose and scene, by a training-free swap of attention between a source and a target process.
+
+Algorithm (paper Sec. 3, Alg. 1), as this module runs it:
+
+1. the concept is learned beforehand (:mod:`course_lib.methods.concepts`: DreamBooth, LoRA or
+   Textual Inversion) so that the target prompt P_t = P_s with the subject word(s) replaced by the
+   concept token(s) draws it;
+2. the source image is inverted to z_T (or a generated source starts from a random z_T);
+3. source (P_s) and target (P_t) run from the same z_T in one batched, guided UNet call per step.
+   In the target's conditional half, for the first ``lambda_M`` steps the self-attention **map**
+   M = softmax(q k^T / sqrt d) is the source's (written SDPA(q_src, k_src, v_tgt)); for the first
+   ``lambda_A`` steps the cross-attention **map** A is the source's; for the first ``lambda_phi``
+   steps the self-attention **output** phi = M v is the source's. The cross-attention output
+   psi = A v is never replaced: its values v carry the new subject's identity.
+4. optionally, LocalBlend on the subject words keeps everything outside the subject's region.
+
+The paper's settings are T = 50, lambda_A = 20, lambda_M = 25, lambda_phi = 10; a config with the
+lambdas left ``None`` scales them to the step count. The swaps are Prompt-to-Prompt's map swaps
+plus one output swap, so :class:`PhotoswapController` extends :class:`~course_lib.methods.p2p.P2PController`
+(whose cross-map replacement, self-map injection and LocalBlend it reuses) with the phi swap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..attention import Layer
+from ..inversion import ddim_invert, negative_prompt_inversion, null_text_inversion
+from ..sampling import sample
+from .p2p import P2PController, P2PEdit, tokens
+
+PAPER_STEPS = 50
+PAPER_LAMBDAS = {"lambda_M": 25, "lambda_A": 20, "lambda_phi": 10}
+
+
+@dataclass
+class PhotoswapConfig:
+    """Step counts of the three swaps (``None`` = the paper's value scaled to the step count).
+
+    ``self_resolution_fraction``: M and phi are swapped in self-attention layers whose feature side
+    is at most this fraction of the latent side (1.0 = every layer; the reference code, built on
+    Prompt-to-Prompt, uses 0.5). ``local_blend``: words (of either prompt) whose cross-attention
+    defines the editable region; ``None`` = no LocalBlend.
+    """
+
+    lambda_M: int | None = None
+    lambda_A: int | None = None
+    lambda_phi: int | None = None
+    self_resolution_fraction: float = 1.0
+    local_blend: Sequence[str] | None = None
+    blend_threshold: float = 0.3
+    blend_start: float = 0.2
+
+    def __post_init__(self):
+        for name in PAPER_LAMBDAS:
+            v = getattr(self, name)
+            if v is not None and (not float(v).is_integer() or v < 0):
+                raise ValueError(f"{name} is a number of steps (an integer >= 0), got {v!r}")
+        if not 0.0 < self.self_resolution_fraction <= 1.0:
+            raise ValueError(f"self_resolution_fraction must be in (0, 1], got {self.self_resolution_fraction}")
+
+    def steps(self, num_steps: int) -> dict[str, int]:
+        """The three step counts for a run of ``num_steps`` steps; a clear error if one exceeds it."""
+        out = {}
+        for name, paper in PAPER_LAMBDAS.items():
+            v = getattr(self, name)
+            v = int(round(paper * num_steps / PAPER_STEPS)) if v is None else int(v)
+            if v > num_steps:
+                raise ValueError(f"{name}={v} swaps for more steps than the run has ({num_steps}); "
+                                 f"use at most {num_steps} (the paper: {paper} of {PAPER_STEPS})")
+            out[name] = v
+        return out
+
+
+class PhotoswapController(P2PController):
+    """Batch [source, target]: swaps M (self maps), A (cross maps) and phi (self outputs) into the target.
+
+    M and A come from :class:`P2PController` (self-map injection, word-swap / aligned cross maps);
+    phi is swapped here in :meth:`edit_output`.
+    """
+
+    def __init__(self, pipe, source_prompt: str, target_prompt: str, config: PhotoswapConfig, num_steps: int):
+        lam = config.steps(num_steps)
+        same_length = len(tokens(pipe.tokenizer, source_prompt)) == len(tokens(pipe.tokenizer, target_prompt))
+        edit = P2PEdit(kind="swap" if same_length else "refine",
+                       cross_replace_steps=lam["lambda_A"] / num_steps,
+                       self_replace_steps=lam["lambda_M"] / num_steps,
+                       local_blend=config.local_blend, blend_threshold=config.blend_threshold,
+                       blend_start=config.blend_start,
+                       self_resolution_fraction=config.self_resolution_fraction)
+        super().__init__(pipe, [source_prompt, target_prompt], edit, num_steps)
+        self.config = config
+        self.lambdas = lam
+        self.cross_until, self.self_until, self.phi_until = lam["lambda_A"], lam["lambda_M"], lam["lambda_phi"]
+        self.self_max_res = max(1, int(round(pipe.unet.config.sample_size * config.self_resolution_fraction)))
+
+    def _self_swapped(self, layer: Layer) -> bool:
+        return layer.is_self and layer.resolution <= self.self_max_res
+
+    def edit_qkv(self, layer: Layer, q, k, v):
+        # M swap: the target's self-attention map is the source's, SDPA(q_src, k_src, v_tgt)
+        if self._self_swapped(layer) and self.step < self.self_until and self.step >= self.phi_until:
+            return super().edit_qkv(layer, q, k, v)
+        return q, k, v
+
+    def edit_output(self, layer: Layer, out):
+        # phi swap: the target's self-attention output is the source's (it contains M as well)
+        if self._self_swapped(layer) and self.step < self.phi_until:
+            x = self.layout.split(out).clone()
+            x[-1, 1:] = x[-1, :1]
+            out = self.layout.merge(x)
+        return out
+
+
+def invert_source(pipe, image, source_prompt: str, num_inference_steps: int, guidance_scale: float,
+                  inversion: str = "null-text", progress: bool = False):
+    """(z_T, per-step unconditional embeddings or None) of a real source image.
+
+    ``inversion``: ``"null-text"`` (the reference code's choice, slow), ``"negative-prompt"`` (no
+    optimisation) or ``"ddim"`` (plain DDIM inversion, good only at low guidance).
+    """
+    if inversion == "null-text":
+        return null_text_inversion(pipe, image, source_prompt, num_inference_steps, guidance_scale, progress=progress)
+    if inversion == "negative-prompt":
+        return negative_prompt_inversion(pipe, image, source_prompt, num_inference_steps, progress=progress)
+    if inversion == "ddim":
+        return ddim_invert(pipe, image, source_prompt, num_inference_steps, 1.0, progress=progress)[-1], None
+    raise ValueError(f"inversion must be 'null-text', 'negative-prompt' or 'ddim', got {inversion!r}")
+
+
+@torch.no_grad()
+def photoswap(pipe, source_prompt: str, target_prompt: str, config: PhotoswapConfig | None = None,
+              image=None, num_inference_steps: int = 50, guidance_scale: float = 7.5,
+              latents: torch.Tensor | None = None, generator: torch.Generator | None = None,
+              uncond_embeddings=None, inversion: str = "null-text", progress: bool = True,
+              output: str = "pil"):
+    """Swap the subject of the source for the concept in ``target_prompt``; returns [source, target].
+
+    The source is ``image`` (inverted with ``inversion`` unless ``latents`` are given) or, without an
+    image, generated from ``latents`` / ``generator``. ``pipe`` must already know the concept
+    (a DreamBooth / LoRA / Textual Inversion pipeline from :mod:`course_lib.methods.concepts`).
+    """
+    config = config or PhotoswapConfig()
+    config.steps(num_inference_steps)  # fail before any work on lambdas beyond the step count
+    if image is not None and latents is None:
+        latents, uncond_embeddings = invert_source(pipe, image, source_prompt, num_inference_steps, guidance_scale,
+                                                   inversion, progress)
+    ctl = PhotoswapController(pipe, source_prompt, target_prompt, config, num_inference_steps)
+    blend_from = int(round(config.blend_start * num_inference_steps))
+
+    def local_blend(i, t, z):
+        if config.local_blend is None or i < blend_from:
+            return None
+        mask = ctl.blend_mask(z.shape[-2:])
+        if mask is None:
+            return None
+        return torch.cat([z[:1], z[:1] + mask.to(z.dtype) * (z[1:] - z[:1])])
+
+    return sample(pipe, [source_prompt, target_prompt], num_inference_steps, guidance_scale, latents=latents,
+                  generator=generator, uncond_embeddings=uncond_embeddings, callback=local_blend, controllers=ctl,
+                  progress=progress, output=output)
+
+
+def concept_prompt(source_prompt: str, subject_words: Sequence[str], concept_words: Sequence[str]) -> str:
+    """P_t: ``source_prompt`` with each subject word replaced by its concept word, one for one
+    (e.g. ("red", "star") -> ("sks", "shape")), so that the token lists stay aligned for the A swap."""
+    if len(subject_words) != len(concept_words):
+        raise ValueError("give one concept word per subject word")
+    words = source_prompt.split()
+    for s, c in zip(subject_words, concept_words):
+        if s not in words:
+            raise ValueError(f"subject word {s!r} is not in the source prompt {source_prompt!r}")
+        words[words.index(s)] = c
+    return " ".join(words)

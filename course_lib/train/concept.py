@@ -1,0 +1,49 @@
+"""Train the shipped concept weights: ``python -m course_lib.train concept [--method lora|textual_inversion]``.
+
+Learns Shapes World's held-out concept (a purple dotted heart) under ``sks`` (LoRA) or ``<sks>``
+(Textual Inversion) on tiny-sd from 6 rendered references with
+:func:`course_lib.methods.concepts.learn_concept`, and writes diffusers' own formats to
+``data/models/concept-sks-lora`` / ``data/models/concept-sks-ti`` with a short card. The full
+DreamBooth fine-tune is not shipped (a whole UNet, 12 MB); notebook 04 runs it in a few steps.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..methods.concepts import ConceptTraining, concept_references, learn_concept, save_concept
+from ..models import MODELS_DIR, load_pipeline
+
+FOLDERS = {"lora": "concept-sks-lora", "textual_inversion": "concept-sks-ti"}
+
+
+def train_concept(method: str = "lora", steps: int | None = None, lr: float | None = None, seed: int = 0,
+                  out: Path | None = None, **_) -> Path:
+    pipe = load_pipeline("tiny-sd", device="cpu", dtype="float32")
+    cfg = ConceptTraining(method=method, steps=steps or (600 if method == "lora" else 800), lr=lr, seed=seed)
+    data = concept_references(token="sks" if method != "textual_inversion" else "<sks>")
+    t = time.time()
+    pipe, losses = learn_concept(pipe, data, cfg)
+    minutes = (time.time() - t) / 60
+    out = Path(out or MODELS_DIR / FOLDERS[method])
+    save_concept(pipe, out, method, None if method != "textual_inversion" else "<sks>")
+    if method == "lora":  # store fp16, as every embedded weight
+        from safetensors.torch import load_file, save_file
+        f = out / "pytorch_lora_weights.safetensors"
+        save_file({k: v.half().contiguous() for k, v in load_file(f).items()}, f)
+    info = dict(method=method, steps=cfg.steps, lr=cfg.learning_rate, batch=cfg.batch, prior_weight=cfg.prior_weight,
+                class_images=cfg.class_images, lora_rank=cfg.lora_rank, references=len(data.images),
+                prompts=data.prompts, minutes=round(minutes, 1), final_loss=sum(losses[-50:]) / min(50, len(losses)))
+    (out / "training.json").write_text(json.dumps(info, indent=1))
+    (out / "README.md").write_text(
+        f"# tiny-sd concept weights: the held-out purple dotted heart ({method})\n\n"
+        f"Made by `python -m course_lib.train concept --method {method}` "
+        f"(`course_lib/train/concept.py`): {cfg.steps} steps of batch {cfg.batch}, AdamW lr {cfg.learning_rate:g}, "
+        f"{'prior preservation with ' + str(cfg.class_images) + ' class images, ' if method != 'textual_inversion' else ''}"
+        f"{len(data.images)} rendered references, {minutes:.1f} min on a 2-core CPU shared with another training run.\n"
+        f"Prompts: `{data.prompts[0]}`, ... Load with `course_lib.methods.concepts.load_concept(pipe, folder, '{method}')`.\n"
+        f"Measured identity: see notebook 04 and `python -m course_lib.bench photoswap`.\n")
+    return out

@@ -1,0 +1,219 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from course_lib.methods import pbe
+from course_lib.methods.pbe import (bezier_mask, build_pipeline, check_mask, inpainting_unet, mask_image, tiny_pipeline,
+                                    paint_by_example, save_pbe, self_supervised_sample, trainable_names)
+from course_lib.models import load_clip
+from course_lib.shapes import make_scene, single_object
+from course_lib.testing import random_pipeline
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return load_clip("tiny-clip", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module", params=["tiny-sd", "sd15", "sd21"])
+def pipe(request, clip):
+    model, _, proc = clip
+    return build_pipeline(random_pipeline(request.param), model, proc, "bottleneck")
+
+
+def scene_inputs(size=64):
+    s = make_scene(3, size, n_objects=1)
+    m = np.zeros((size, size), bool)
+    x0, y0, x1, y1 = s.objects[0].bbox
+    m[y0:y1, x0:x1] = True
+    ref = single_object("star", "blue", "white", image_size=size, size="large").image
+    return s.image, m, ref
+
+
+def test_inpainting_unet_starts_as_the_text_to_image_unet():
+    sd = random_pipeline("tiny-sd")
+    unet9 = inpainting_unet(sd.unet)
+    assert unet9.config.in_channels == 9 and unet9.conv_in.weight[:, 4:].abs().max() == 0
+    z, extra = torch.randn(2, 4, 16, 16), torch.randn(2, 5, 16, 16)
+    emb = torch.randn(2, 3, sd.unet.config.cross_attention_dim)
+    with torch.no_grad():
+        a = sd.unet(z, 10, encoder_hidden_states=emb).sample
+        b = unet9(torch.cat([z, extra], 1), 10, encoder_hidden_states=emb).sample
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_bottleneck_is_one_token_naive_is_all_tokens(clip):
+    model, _, proc = clip
+    sd = random_pipeline("tiny-sd")
+    b = build_pipeline(sd, model, proc, "bottleneck")
+    n = build_pipeline(sd, model, proc, "naive")
+    ref = single_object("star", "blue").image
+    cb, nb = pbe.encode_reference(b, ref)
+    cn, nn_ = pbe.encode_reference(n, ref)
+    n_patches = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
+    assert cb.shape == (1, 1, sd.unet.config.cross_attention_dim)
+    assert cn.shape == (1, n_patches + 1, sd.unet.config.cross_attention_dim)
+    assert nn_.shape == cn.shape  # the null vector is repeated to the condition's length
+    from diffusers.pipelines.deprecated.paint_by_example.image_encoder import PaintByExampleImageEncoder
+    assert isinstance(b.image_encoder, PaintByExampleImageEncoder)
+    # the vision tower is tiny-clip's
+    with torch.no_grad():
+        px = proc(images=ref, return_tensors="pt").pixel_values
+        torch.testing.assert_close(b.image_encoder.model(pixel_values=px).pooler_output,
+                                   model.vision_model(pixel_values=px).pooler_output)
+    with pytest.raises(ValueError, match="variant"):
+        build_pipeline(sd, model, proc, "clever")
+
+
+def test_saved_pipeline_loads_with_diffusers_and_matches_the_course_loop(clip, tmp_path, monkeypatch):
+    from diffusers import PaintByExamplePipeline
+    from diffusers.pipelines.deprecated.paint_by_example import pipeline_paint_by_example as ppe
+
+    model, _, proc = clip
+    p = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")
+    save_pbe(p, tmp_path / "pbe")
+    again = PaintByExamplePipeline.from_pretrained(tmp_path / "pbe")
+    again.scheduler = type(p.scheduler).from_config(again.scheduler.config)
+    assert type(again.scheduler).__name__ == "DDIMScheduler"
+    assert type(pbe.load_pbe(str(tmp_path / "pbe"), device="cpu").image_encoder).__name__ == "PaintByExampleImageEncoder"
+    assert type(again.image_encoder).__name__ == "PaintByExampleImageEncoder"
+    for part in ("unet", "image_encoder", "vae"):
+        theirs_sd = getattr(again, part).state_dict()
+        for k, v in getattr(p, part).state_dict().items():
+            torch.testing.assert_close(theirs_sd[k], v)
+    image, m, ref = scene_inputs()
+    z = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(0))
+    ours = paint_by_example(again, image, m, ref, num_inference_steps=3, guidance_scale=5.0, latents=z, output="tensor")
+    real = ppe.retrieve_latents
+    monkeypatch.setattr(ppe, "retrieve_latents", lambda out, generator=None: real(out, generator, "argmax"))
+    theirs = again(example_image=ref, image=image, mask_image=mask_image(m), num_inference_steps=3,
+                   guidance_scale=5.0, latents=z, output_type="pt").images
+    torch.testing.assert_close(ours, theirs.float(), atol=2e-3, rtol=0)
+    naive = build_pipeline(random_pipeline("tiny-sd"), model, proc, "naive")
+    with pytest.raises(ValueError, match="only the bottleneck"):
+        save_pbe(naive, tmp_path / "naive")
+
+
+def test_layouts_run(pipe):
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    image = make_scene(1, size).image
+    m = np.zeros((size, size), bool)
+    m[size // 4: size // 2, size // 4: size // 2] = True
+    out = paint_by_example(pipe, image, m, single_object("circle", "red").image, num_inference_steps=2,
+                           num_images=2, generator=torch.Generator().manual_seed(0))
+    assert len(out) == 2 and out[0].size == (size, size)
+
+
+def test_bad_inputs_are_refused_or_converted(clip):
+    model, _, proc = clip
+    p = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")
+    image, m, ref = scene_inputs()
+    with pytest.raises(ValueError, match="mask is 32x32, the image 64x64"):
+        paint_by_example(p, image, np.ones((32, 32), bool), ref, num_inference_steps=1)
+    with pytest.raises(ValueError, match="mask is empty"):
+        paint_by_example(p, image, np.zeros((64, 64), bool), ref, num_inference_steps=1)
+    with pytest.raises(ValueError, match="one channel"):
+        check_mask(np.ones((64, 64, 3)), 64)
+    with pytest.raises(ValueError, match="paints 64x64"):
+        paint_by_example(p, image.resize((48, 48)), m, ref, num_inference_steps=1)
+    with pytest.raises(TypeError, match="reference must be a PIL image"):
+        paint_by_example(p, image, m, np.asarray(ref), num_inference_steps=1)
+    # documented conversions: a grey / RGBA / palette reference of any size, a PIL mask of any mode
+    z = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(0))
+    base = paint_by_example(p, image, m, ref, num_inference_steps=1, latents=z, output="latent")
+    same = paint_by_example(p, image, mask_image(m).convert("RGB"), ref.convert("RGBA").resize((100, 100)),
+                            num_inference_steps=1, latents=z, output="latent")
+    assert torch.isfinite(same).all() and same.shape == base.shape
+    gray = paint_by_example(p, image, mask_image(m).convert("1"), ref.convert("L"), num_inference_steps=1, latents=z,
+                            output="latent")
+    assert torch.isfinite(gray).all()
+    assert (check_mask(mask_image(m), 64) == m).all()
+
+
+def test_bezier_masks_stay_inside_the_box_and_differ_from_it():
+    rng = np.random.default_rng(0)
+    box = (10, 12, 40, 50)
+    inside = np.zeros((64, 64), bool)
+    inside[12:50, 10:40] = True
+    fills = []
+    for _ in range(20):
+        m = bezier_mask(box, 64, rng)
+        assert m.any() and not (m & ~inside).any()
+        fills.append(m.sum() / inside.sum())
+    assert 0.4 < np.mean(fills) < 1.0 and np.std(fills) > 0.01  # irregular, not the box
+
+
+def test_self_supervised_sample():
+    s = make_scene(5, n_objects=1)
+    box = pbe.object_box(s.objects[0].bbox, 64)
+    rng = np.random.default_rng(1)
+    d = self_supervised_sample(s.image, box, rng, augment=False, bezier=False)
+    x0, y0, x1, y1 = box
+    assert d.mask.sum() == (x1 - x0) * (y1 - y0) and d.reference.size == (64, 64)
+    assert np.allclose(np.asarray(d.reference, float), np.asarray(s.image.crop(box).resize((64, 64), Image.BICUBIC), float))
+    aug = [self_supervised_sample(s.image, box, rng) for _ in range(6)]
+    assert any(not np.array_equal(np.asarray(a.reference), np.asarray(d.reference)) for a in aug)
+    with pytest.raises(ValueError, match="not inside"):
+        self_supervised_sample(s.image, (50, 50, 70, 60), rng)
+
+
+def test_trainable_parts():
+    assert trainable_names("unet.conv_in.weight")
+    assert trainable_names("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight")
+    assert not trainable_names("unet.down_blocks.0.resnets.0.conv1.weight")
+    assert trainable_names("image_encoder.uncond_vector") and trainable_names("image_encoder.proj_out.weight")
+    assert not trainable_names("image_encoder.model.encoder.layers.0.mlp.fc1.weight")
+
+
+def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    import course_lib.train.common as common
+    import course_lib.train.pbe as tp
+    monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
+    out = tp.train_pbe("bottleneck", minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
+                       bf16=False)
+    w = load_file(out)
+    assert w and all(v.dtype == torch.float16 for v in w.values())
+    assert any(k.startswith("image_encoder.mapper") for k in w) and "unet.conv_in.weight" in w
+    assert not any(".resnets." in k for k in w)
+    # resumes from its checkpoint
+    out2 = tp.train_pbe("bottleneck", minutes=None, steps=3, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
+                        bf16=False)
+    import json
+    assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 3
+
+
+def test_blend_known_keeps_the_latent_outside_the_mask(clip):
+    model, _, proc = clip
+    p = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")
+    image, m, ref = scene_inputs()
+    z = paint_by_example(p, image, m, ref, num_inference_steps=2, blend_known=True, output="latent",
+                         generator=torch.Generator().manual_seed(0))
+    keep, _ = pbe.mask_inputs(p, image, m)
+    with torch.no_grad():
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        z_src = p.vae.encode(x).latent_dist.mode() * p.vae.config.scaling_factor
+    k = keep.bool().expand_as(z)
+    torch.testing.assert_close(z[k], z_src.expand_as(z)[k])
+    assert (z[~k] - z_src.expand_as(z)[~k]).abs().max() > 1e-3
+
+
+def test_shipped_weights_load_and_run():
+    from pathlib import Path
+    for variant in ("bottleneck", "naive"):
+        if not (pbe.TINY / f"{variant}.safetensors").exists():
+            pytest.skip("no shipped Paint by Example weights")
+        p = tiny_pipeline(variant, device="cpu", dtype=torch.float32)
+        image, m, ref = scene_inputs()
+        out = paint_by_example(p, image, m, ref, num_inference_steps=2, blend_known=True,
+                               generator=torch.Generator().manual_seed(0))[0]
+        from course_lib.metrics import psnr
+        assert psnr(image, out, ~m) > 22  # the known region is kept
+
+
+def test_released_checkpoint_is_loaded_by_hub_id_or_refused_clearly_offline():
+    from course_lib.models import ModelNotAvailable
+    with pytest.raises(ModelNotAvailable, match="Fantasy-Studio/Paint-by-Example"):
+        pbe.load_pbe("paint-by-example", device="cpu")
