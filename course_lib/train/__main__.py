@@ -35,6 +35,8 @@ def main(argv=None):
     p.add_argument("--train-text", action="store_true",
                    help="unet: fine-tune the text encoder (from tiny-clip's text tower) with the UNet, "
                         "in runs/unet-text (starts from runs/unet's EMA weights when they exist)")
+    p.add_argument("--text-lr-scale", type=float, default=0.5,
+                   help="unet --train-text: the text encoder's learning rate as a multiple of --lr")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="lora", help="concept: lora | textual_inversion; pbe: bottleneck | naive")
     a = p.parse_args(argv)
@@ -56,7 +58,8 @@ def main(argv=None):
             print("vae ->", train_vae(bf16=not a.no_bf16, on_step=on_step, **kw))
         elif stage == "unet":
             from .unet import train_unet
-            print("unet ->", train_unet(bf16=not a.no_bf16, init_from=a.init_from, train_text=a.train_text, **kw))
+            print("unet ->", train_unet(bf16=not a.no_bf16, init_from=a.init_from, train_text=a.train_text,
+                                      text_lr_scale=a.text_lr_scale, **kw))
         elif stage == "assemble":
             from .assemble import assemble
             print("models ->", assemble())
