@@ -1,7 +1,7 @@
 """Train tiny-sd's UNet: a diffusers UNet2DConditionModel on 16x16x4 VAE latents of Shapes World,
 conditioned on tiny-clip's frozen text tower, with 10% caption dropout for classifier-free guidance.
 
-The VAE and the text encoder are frozen, so both run once: every scene is encoded to a latent and
+In stage 1 the VAE and the text encoder are frozen, so both run once: every scene is encoded to a latent and
 every caption to its hidden states before the loop (the caption set is finite). The loop then only
 runs the UNet: epsilon prediction on Stable Diffusion's noise schedule, min-SNR-5 loss weighting,
 AdamW with warm-up and cosine decay, EMA weights (the ones shipped).
@@ -70,6 +70,9 @@ class UNetAndText(torch.nn.Module):
     def __init__(self, unet: UNet2DConditionModel, text: CLIPTextModel):
         super().__init__()
         self.unet, self.text = unet, text
+
+    def forward(self, sample, timestep, input_ids):
+        return self.unet(sample, timestep, self.text(input_ids)[0])
 
 
 @torch.no_grad()
@@ -162,11 +165,8 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
         for pg in opt.param_groups:
             pg["lr"] = pg["scale"] * cosine_lr(step, steps, lr, warmup=500)
         with autocast(acc.device, bf16):
-            m = acc.unwrap_model(model)
-            if train_text:
-                cond = m.text(ids[e_idx].to(acc.device))[0]
-            u = m.unet if train_text else m
-            pred = u(xt.to(acc.device), t.to(acc.device), cond.to(acc.device)).sample.float()
+            c = ids[e_idx] if train_text else cond  # caption ids, or the cached hidden states
+            pred = model(xt.to(acc.device), t.to(acc.device), c.to(acc.device)).sample.float()
         w = (torch.clamp(snr[t], max=snr_gamma) / snr[t]).to(acc.device)  # min-SNR weighting
         loss = (w * F.mse_loss(pred, noise.to(acc.device), reduction="none").mean((1, 2, 3))).mean()
         acc.backward(loss)
