@@ -37,6 +37,16 @@ class Row:
         return f"{'>=' if self.higher_is_better else '<='} {self.bar:g}{self.unit}"
 
 
+def bench_config(smoke: bool | None = None):
+    """The course config for a suite run; ``smoke`` (the ``--smoke`` flag) overrides COURSE_SMOKE, so
+    that ``cfg.pick`` and ``cfg.smoke`` agree on one setting throughout the suite."""
+    from dataclasses import replace
+
+    from ..config import get_config
+    cfg = get_config()
+    return cfg if smoke is None else replace(cfg, smoke=bool(smoke))
+
+
 def suite(name: str):
     def deco(fn):
         SUITES[name] = fn

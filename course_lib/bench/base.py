@@ -6,7 +6,6 @@ import time
 import numpy as np
 import torch
 
-from ..config import get_config
 from ..inversion import ddim_invert
 from ..metrics import psnr
 from ..models import load_pipeline
@@ -14,7 +13,7 @@ from ..sampling import decode, encode, sample, to_pil
 from ..shapes.oracle import read_image
 from ..shapes.world import isolated, make_scene
 from ..train.common import HELD_OUT_SEED_OFFSET
-from . import Row, suite
+from . import Row, bench_config, suite
 
 
 def held_out_scenes(n: int, offset: int = 0, **kw):
@@ -63,8 +62,8 @@ def generation_accuracy(pipe, n: int = 200, steps: int = 50, guidance: float = 7
 
 @suite("base")
 def base(smoke: bool | None = None) -> list[Row]:
-    cfg = get_config()
-    smoke = cfg.smoke if smoke is None else smoke
+    cfg = bench_config(smoke)
+    smoke = cfg.smoke
     rows = []
     acc, bg_acc, n_obj = oracle_accuracy(60 if smoke else 300)
     rows.append(Row("base", "oracle: shape+colour on rendered held-out scenes", 100 * acc, "%", 99,

@@ -15,13 +15,12 @@ import time
 import numpy as np
 import torch
 
-from ..config import get_config
 from ..methods.drag import DragConfig, drag_edit, fit_identity_lora
 from ..metrics import psnr
 from ..models import load_pipeline
 from ..shapes.oracle import read_image
 from ..shapes.world import make_scene
-from . import Row, suite
+from . import Row, bench_config, suite
 from .base import held_out_scenes
 
 DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -75,9 +74,8 @@ def drag_scores(image, scene, case) -> tuple[float, float]:
 
 @suite("drag")
 def drag(smoke: bool | None = None) -> list[Row]:
-    cfg = get_config()
-    smoke = cfg.smoke if smoke is None else smoke
-    pick = lambda full, small: small if smoke else full  # noqa: E731
+    cfg = bench_config(smoke)
+    smoke, pick = cfg.smoke, cfg.pick
     pipe = load_pipeline("tiny-sd", device=cfg.device, dtype=cfg.dtype)
     n = 2 if smoke else 20
     base = DragConfig(num_inference_steps=pick(50, 20), drag_step=pick(35, 14),

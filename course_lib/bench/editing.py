@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..config import get_config
 from ..inversion import null_text_inversion
 from ..methods.p2p import P2PEdit, p2p_edit
 from ..methods.pnp import pnp_translate
@@ -18,7 +17,7 @@ from ..sampling import sample
 from ..shapes import vocab as V
 from ..shapes.oracle import read_image
 from ..shapes.world import SceneSpec
-from . import Row, suite
+from . import Row, bench_config, suite
 from .base import held_out_scenes
 
 
@@ -70,8 +69,8 @@ def _swap_rows(rows: list, source: str, res: dict, n: int):
 
 @suite("p2p")
 def p2p(smoke: bool | None = None) -> list[Row]:
-    cfg = get_config()
-    smoke = cfg.smoke if smoke is None else smoke
+    cfg = bench_config(smoke)
+    smoke = cfg.smoke
     pipe = load_pipeline("tiny-sd", device=cfg.device, dtype=cfg.dtype)
     steps, n = cfg.pick(50, 20), (6 if smoke else 30)
     rows = []
@@ -119,8 +118,8 @@ def p2p(smoke: bool | None = None) -> list[Row]:
 
 @suite("pnp")
 def pnp(smoke: bool | None = None) -> list[Row]:
-    cfg = get_config()
-    smoke = cfg.smoke if smoke is None else smoke
+    cfg = bench_config(smoke)
+    smoke = cfg.smoke
     pipe = load_pipeline("tiny-sd", device=cfg.device, dtype=cfg.dtype)
     steps, n = cfg.pick(50, 20), (4 if smoke else 20)
     ok, iou, t_all = [], [], 0.0

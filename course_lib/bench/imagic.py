@@ -12,13 +12,12 @@ import time
 import numpy as np
 import torch
 
-from ..config import get_config
 from ..methods.imagic import ImagicConfig, imagic_fit, imagic_sample
 from ..models import load_pipeline
 from ..shapes import vocab as V
 from ..shapes.oracle import read_image
 from ..shapes.world import make_scene
-from . import Row, suite
+from . import Row, bench_config, suite
 from .base import held_out_scenes
 from .editing import edit_scores
 
@@ -48,9 +47,8 @@ def edit_succeeded(image, source_spec, kind: str, new: str) -> bool:
 
 @suite("imagic")
 def imagic(smoke: bool | None = None) -> list[Row]:
-    cfg = get_config()
-    smoke = cfg.smoke if smoke is None else smoke
-    pick = lambda full, small: small if smoke else full  # noqa: E731
+    cfg = bench_config(smoke)
+    smoke, pick = cfg.smoke, cfg.pick
     pipe = load_pipeline("tiny-sd", device=cfg.device, dtype=cfg.dtype)
     n = 3 if smoke else 21
     config = ImagicConfig(num_inference_steps=pick(50, 20))

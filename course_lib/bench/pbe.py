@@ -14,13 +14,12 @@ import time
 import numpy as np
 import torch
 
-from ..config import get_config
 from ..methods.pbe import object_box, paint_by_example, tiny_pipeline
 from ..metrics import psnr
 from ..shapes import vocab as V
 from ..shapes.oracle import read_image
 from ..shapes.world import single_object
-from . import Row, suite
+from . import Row, bench_config, suite
 from .base import held_out_scenes
 
 
@@ -50,8 +49,8 @@ def pbe_scores(source, out, mask, shape, color) -> dict:
 
 @suite("pbe")
 def pbe_suite(smoke: bool | None = None) -> list[Row]:
-    cfg = get_config()
-    smoke = cfg.smoke if smoke is None else smoke
+    cfg = bench_config(smoke)
+    smoke = cfg.smoke
     steps, n = cfg.pick(50, 20), (4 if smoke else 20)
     rows = []
     for variant in ("bottleneck", "naive"):

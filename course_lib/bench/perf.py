@@ -9,11 +9,10 @@ import time
 import torch
 
 from ..attention import AttentionStore
-from ..config import get_config
 from ..methods.p2p import P2PEdit, p2p_edit
 from ..models import load_pipeline
 from ..sampling import initial_latents, sample
-from . import Row, suite
+from . import Row, bench_config, suite
 
 
 def _timed(fn, reps: int, sync=None) -> float:
@@ -61,8 +60,8 @@ def measure(pipe, prompts, blend_word: str, steps: int, reps: int, tag: str, dev
 
 @suite("perf")
 def perf(smoke: bool | None = None) -> list[Row]:
-    cfg = get_config()
-    smoke = cfg.smoke if smoke is None else smoke
+    cfg = bench_config(smoke)
+    smoke = cfg.smoke
     pipe = load_pipeline("tiny-sd", device="cpu", dtype="float32")
     prompts = ["a large red circle on a white background", "a large blue circle on a white background"]
     rows = measure(pipe, prompts, "circle", cfg.pick(50, 10), 1 if smoke else 3, "tiny-sd, CPU", "cpu")

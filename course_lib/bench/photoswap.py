@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..config import get_config
 from ..methods.concepts import load_concept
 from ..methods.p2p import P2PEdit, p2p_edit
 from ..methods.photoswap import PhotoswapConfig, concept_prompt, invert_source, photoswap
@@ -28,7 +27,7 @@ from ..metrics import mask_iou, psnr
 from ..models import MODELS_DIR, load_pipeline
 from ..shapes import vocab as V
 from ..shapes.oracle import read_image
-from . import Row, suite
+from . import Row, bench_config, suite
 
 CONCEPT = MODELS_DIR / "concept-sks-lora"
 
@@ -86,8 +85,8 @@ def _baseline_edit(words) -> P2PEdit:
 
 @suite("photoswap")
 def photoswap_suite(smoke: bool | None = None) -> list[Row]:
-    cfg = get_config()
-    smoke = cfg.smoke if smoke is None else smoke
+    cfg = bench_config(smoke)
+    smoke = cfg.smoke
     pipe = concept_pipeline()
     steps = cfg.pick(50, 20)
     n, k = (4, 1) if smoke else (20, 5)
