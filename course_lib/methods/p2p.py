@@ -111,6 +111,7 @@ class P2PController(Controller):
             alphas.append(a)
             eqs.append(eq)
         self.mappers, self.alphas, self.equalizers = torch.stack(mappers), torch.stack(alphas), torch.stack(eqs)
+        self.blend_from = int(round(edit.blend_start * num_steps))
         self.cross_until = int(round(edit.cross_replace_steps * num_steps))
         self.self_until = int(round(edit.self_replace_steps * num_steps))
         side = pipe.unet.config.sample_size
@@ -180,6 +181,16 @@ class P2PController(Controller):
         m = (m > self.edit.blend_threshold).float()
         return ((m[:1] + m[1:]) > 0).float()  # union of the source's and each target's region
 
+    def blend_latents(self, i: int, t, z: torch.Tensor) -> torch.Tensor | None:
+        """LocalBlend as the sampling loop's callback: from step ``blend_from`` on, each target keeps
+        the source's latent outside the blend mask (None: leave the latents as they are)."""
+        if self.edit.local_blend is None or i < self.blend_from:
+            return None
+        mask = self.blend_mask(z.shape[-2:])
+        if mask is None:
+            return None
+        return torch.cat([z[:1], z[:1] + mask.to(z.dtype) * (z[1:] - z[:1])])
+
 
 @torch.no_grad()
 def p2p_edit(pipe, source_prompt: str, target_prompts: str | Sequence[str], edit: P2PEdit | None = None,
@@ -196,17 +207,6 @@ def p2p_edit(pipe, source_prompt: str, target_prompts: str | Sequence[str], edit
     targets = [target_prompts] if isinstance(target_prompts, str) else list(target_prompts)
     prompts = [source_prompt, *targets]
     ctl = P2PController(pipe, prompts, edit, num_inference_steps)
-    blend_from = int(round(edit.blend_start * num_inference_steps))
-
-    def local_blend(i, t, z):
-        if edit.local_blend is None or i < blend_from:
-            return None
-        mask = ctl.blend_mask(z.shape[-2:])
-        if mask is None:
-            return None
-        mask = mask.to(z.dtype)
-        return torch.cat([z[:1], z[:1] + mask * (z[1:] - z[:1])])
-
     return sample(pipe, prompts, num_inference_steps, guidance_scale, latents=latents, generator=generator,
-                  uncond_embeddings=uncond_embeddings, callback=local_blend, controllers=ctl,
+                  uncond_embeddings=uncond_embeddings, callback=ctl.blend_latents, controllers=ctl,
                   progress=progress, output=output)

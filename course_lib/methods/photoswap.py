@@ -149,18 +149,8 @@ def photoswap(pipe, source_prompt: str, target_prompt: str, config: PhotoswapCon
         latents, uncond_embeddings = invert_source(pipe, image, source_prompt, num_inference_steps, guidance_scale,
                                                    inversion, progress)
     ctl = PhotoswapController(pipe, source_prompt, target_prompt, config, num_inference_steps)
-    blend_from = int(round(config.blend_start * num_inference_steps))
-
-    def local_blend(i, t, z):
-        if config.local_blend is None or i < blend_from:
-            return None
-        mask = ctl.blend_mask(z.shape[-2:])
-        if mask is None:
-            return None
-        return torch.cat([z[:1], z[:1] + mask.to(z.dtype) * (z[1:] - z[:1])])
-
     return sample(pipe, [source_prompt, target_prompt], num_inference_steps, guidance_scale, latents=latents,
-                  generator=generator, uncond_embeddings=uncond_embeddings, callback=local_blend, controllers=ctl,
+                  generator=generator, uncond_embeddings=uncond_embeddings, callback=ctl.blend_latents, controllers=ctl,
                   progress=progress, output=output)
 
 
