@@ -7,6 +7,25 @@ import numpy as np
 from .attention import AttentionStore
 
 
+def show_beside(out, image, panel, title: str, size: float = 2.6, image_title: str | None = None, cmap=None):
+    """Draw ``panel`` (titled) into the ipywidgets ``out``, with ``image`` to its left when given."""
+    import matplotlib.pyplot as plt
+
+    with out:
+        out.clear_output(wait=True)
+        n = 2 if image is not None else 1
+        _, axes = plt.subplots(1, n, figsize=(size * n, size), squeeze=False)
+        if image is not None:
+            axes[0, 0].imshow(np.asarray(image))
+            if image_title:
+                axes[0, 0].set_title(image_title, fontsize=8)
+        axes[0, -1].imshow(np.asarray(panel), cmap=cmap)
+        axes[0, -1].set_title(title, fontsize=8)
+        for a in axes[0]:
+            a.axis("off")
+        plt.show()
+
+
 class AttentionExplorer:
     """Pick a token, a step and a resolution of a stored generation and see its cross-attention map.
 
@@ -44,7 +63,6 @@ class AttentionExplorer:
     def widget(self, image=None):
         """An ipywidgets view: token / step / resolution controls and the map beside the image."""
         import ipywidgets as W
-        import matplotlib.pyplot as plt
 
         out = W.Output()
         token = W.Dropdown(options=self.tokens, value=self.token, description="token")
@@ -53,17 +71,8 @@ class AttentionExplorer:
 
         def redraw(_=None):
             m = self.select(token.value, step.value, res.value)
-            with out:
-                out.clear_output(wait=True)
-                n = 2 if image is not None else 1
-                fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.6), squeeze=False)
-                if image is not None:
-                    axes[0, 0].imshow(np.asarray(image))
-                    axes[0, 0].axis("off")
-                axes[0, -1].imshow(m, cmap="inferno")
-                axes[0, -1].set_title(f"'{self.token}' step {self.step} {self.resolution}x{self.resolution}", fontsize=8)
-                axes[0, -1].axis("off")
-                plt.show()
+            show_beside(out, image, m, f"'{self.token}' step {self.step} {self.resolution}x{self.resolution}",
+                        cmap="inferno")
 
         for w in (token, step, res):
             w.observe(redraw, names="value")

@@ -3,6 +3,7 @@ callback the tests drive); :meth:`PhotoswapSliders.widget` only wires ipywidgets
 from __future__ import annotations
 
 from .methods.photoswap import PhotoswapConfig, photoswap
+from .widgets import show_beside
 
 
 class PhotoswapSliders:
@@ -29,8 +30,6 @@ class PhotoswapSliders:
 
     def widget(self, source_image=None):
         import ipywidgets as W
-        import matplotlib.pyplot as plt
-        import numpy as np
 
         sliders = {name: W.IntSlider(value=v, min=0, max=self.steps, description=name, continuous_update=False)
                    for name, v in PhotoswapConfig().steps(self.steps).items()}
@@ -38,18 +37,8 @@ class PhotoswapSliders:
 
         def redraw(_=None):
             im = self.select(sliders["lambda_M"].value, sliders["lambda_A"].value, sliders["lambda_phi"].value)
-            with out:
-                out.clear_output(wait=True)
-                n = 2 if source_image is not None else 1
-                fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.4), squeeze=False)
-                if source_image is not None:
-                    axes[0, 0].imshow(np.asarray(source_image))
-                    axes[0, 0].set_title("source", fontsize=8)
-                axes[0, -1].imshow(np.asarray(im))
-                axes[0, -1].set_title("M {} A {} phi {}".format(*(s.value for s in sliders.values())), fontsize=8)
-                for a in axes[0]:
-                    a.axis("off")
-                plt.show()
+            show_beside(out, source_image, im, "M {} A {} phi {}".format(*(s.value for s in sliders.values())),
+                        size=2.4, image_title="source")
 
         for s in sliders.values():
             s.observe(redraw, names="value")

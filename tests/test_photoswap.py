@@ -156,3 +156,5 @@ def test_lambda_sliders_callback():
     assert w.current is b and len(w.cache) == 2 and w.select(3, 3, 3) is b
     with pytest.raises(ValueError, match="more steps than the run has"):
         w.select(4, 0, 0)
+    box = w.widget(source_image=a)  # the ipywidgets wiring builds and draws once
+    assert len(box.children[0].children) == 3
