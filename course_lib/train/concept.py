@@ -30,9 +30,8 @@ def train_concept(method: str = "lora", steps: int | None = None, lr: float | No
     minutes = (time.time() - t) / 60
     out = Path(out or MODELS_DIR / FOLDERS[method])
     save_concept(pipe, out, method, None if method != "textual_inversion" else "<sks>")
-    if method == "lora":  # store fp16, as every embedded weight
-        from safetensors.torch import load_file, save_file
-        f = out / "pytorch_lora_weights.safetensors"
+    from safetensors.torch import load_file, save_file
+    for f in out.glob("*.safetensors"):  # store fp16, as every embedded weight (LoRA and TI embedding)
         save_file({k: v.half().contiguous() for k, v in load_file(f).items()}, f)
     info = dict(method=method, steps=cfg.steps, lr=cfg.learning_rate, batch=cfg.batch, prior_weight=cfg.prior_weight,
                 class_images=cfg.class_images, lora_rank=cfg.lora_rank, references=len(data.images),
