@@ -87,3 +87,71 @@ def test_word_similarity_sees_words_apart():
     torch.testing.assert_close(m.diagonal(), torch.ones(3))
     torch.testing.assert_close(m, m.T)
     assert m[0, 1] < 0.999
+
+
+def test_hard_negatives_change_exactly_one_attribute():
+    import random
+
+    from course_lib.shapes.vocab import COLOR_NAMES, SHAPES
+    from course_lib.train.clip_text import hard_negative
+    rng = random.Random(0)
+    cap = "a red star left of a blue circle on a white background"
+    for _ in range(20):
+        neg = hard_negative(cap, "shape", rng)
+        diff = [(a, b) for a, b in zip(cap.split(), neg.split()) if a != b]
+        assert len(diff) == 1 and diff[0][0] in SHAPES and diff[0][1] in SHAPES
+        neg = hard_negative(cap, "color", rng)
+        diff = [(a, b) for a, b in zip(cap.split(), neg.split()) if a != b]
+        assert len(diff) == 1 and diff[0][1] in COLOR_NAMES
+    assert hard_negative(cap, "binding", rng) == "a blue star left of a red circle on a white background"
+    # commas survive, and a caption with one object has no binding to swap
+    three = "a yellow triangle, a small purple hexagon and a green circle on a gray background"
+    assert "," in hard_negative(three, "shape", rng)
+    one = "a red star on a white background"
+    assert hard_negative(one, "binding", rng) == one
+
+
+def test_text_refinement_trains_only_the_text_tower_and_resumes(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import CLIPModel
+
+    from course_lib.train import clip_text
+    monkeypatch.setattr(common, "RUNS", tmp_path)
+    monkeypatch.setattr(clip_text, "RUNS", tmp_path)
+    out = tmp_path / "clip-text"
+    final = clip_text.refine_text(out=out, minutes=None, steps=2, batch=4, n_scenes=16)
+    assert json.loads((out / "ckpt" / "state.json").read_text())["step"] == 2
+    head = load_file(out / "ckpt" / "model.safetensors")
+    assert "head.weight" in head and not any(k.startswith("vision") for k in head)
+    start = CLIPModel.from_pretrained(clip_text.Path(clip_text.__file__).resolve().parents[2] / "data/models/tiny-clip")
+    new = CLIPModel.from_pretrained(final)
+    a, b = start.state_dict(), new.state_dict()
+    assert all(torch.equal(a[k].float(), b[k].float()) for k in a if k.startswith(("vision_model", "visual_projection")))
+    assert not torch.equal(a["text_model.embeddings.token_embedding.weight"].float(),
+                           b["text_model.embeddings.token_embedding.weight"].float())
+    clip_text.refine_text(out=out, minutes=None, steps=3, batch=4, n_scenes=16)
+    assert json.loads((out / "ckpt" / "state.json").read_text())["step"] == 3
+
+
+def test_unet_cache_encodes_captions_again_when_the_text_encoder_changes(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import CLIPModel
+
+    from course_lib.train import unet as unet_mod
+    monkeypatch.setattr(common, "RUNS", tmp_path)
+    models = unet_mod.Path(unet_mod.__file__).resolve().parents[2] / "data" / "models"
+    cache = tmp_path / "cache.safetensors"
+    first = unet_mod.prepare_cache(models / "tiny-clip", models / "tiny-sd" / "vae", 8, cache)
+    again = unet_mod.prepare_cache(models / "tiny-clip", models / "tiny-sd" / "vae", 8, cache)
+    assert torch.equal(first["embeddings"], again["embeddings"])
+    changed = CLIPModel.from_pretrained(models / "tiny-clip")
+    with torch.no_grad():
+        changed.text_model.embeddings.token_embedding.weight.mul_(1.5)
+    changed.save_pretrained(tmp_path / "clip2")
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        if (models / "tiny-clip" / f).exists():
+            (tmp_path / "clip2" / f).write_bytes((models / "tiny-clip" / f).read_bytes())
+    third = unet_mod.prepare_cache(tmp_path / "clip2", models / "tiny-sd" / "vae", 8, cache)
+    assert torch.equal(third["latents"], first["latents"])  # latents kept, captions encoded again
+    assert not torch.equal(third["embeddings"], first["embeddings"])
+    assert torch.equal(load_file(cache)["embeddings"], third["embeddings"])

@@ -12,14 +12,14 @@ from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from .clip import image_processor
 from .common import RUNS
-from .unet import noise_scheduler_config, unet_config
+from .unet import noise_scheduler_config, text_source, unet_config
 
 MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
 
 
 def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     out = Path(out)
-    clip_dir, vae_dir, unet_ckpt = RUNS / "clip" / "final", RUNS / "vae" / "final", RUNS / "unet" / "ckpt"
+    clip_dir, vae_dir, unet_ckpt = text_source(), RUNS / "vae" / "final", RUNS / "unet" / "ckpt"
     if (RUNS / "unet-text" / "ckpt" / "state.json").exists():  # UNet and text encoder trained together
         unet_ckpt = RUNS / "unet-text" / "ckpt"
     state = json.loads((unet_ckpt / "state.json").read_text())

@@ -42,8 +42,30 @@ def write_card(out: Path = MODELS / "README.md", n_generations: int = 200, hardw
     off_diag = lambda m: float(m[~torch.eye(len(shapes), dtype=bool)].max())  # noqa: E731
     sim_clip = off_diag(word_similarity(clip.text_model if hasattr(clip, "text_model") else clip, tok, shapes))
     sim_sd = off_diag(word_similarity(pipe.text_encoder, pipe.tokenizer, shapes))
+    s_text = _state("clip-text")
+    sim_before = None
+    if (RUNS / "clip" / "final").exists():
+        from transformers import CLIPModel, CLIPTokenizer
+        before = CLIPModel.from_pretrained(RUNS / "clip" / "final", torch_dtype=torch.float32).eval()
+        sim_before = off_diag(word_similarity(before.text_model, CLIPTokenizer.from_pretrained(RUNS / "clip" / "final"),
+                                              shapes))
+    refined = f"""
+**Text tower refinement** (`python -m course_lib.train clip-text`, `course_lib/train/clip_text.py`).
+The contrastive loss only reads the pooled end-of-text state, and random in-batch negatives differ in
+colour, background or position anyway, so the per-word hidden states — which the UNet's
+cross-attention reads — never needed the shape: the most similar pair of shape words in the same
+caption ("a red ... on a white background") had hidden states at cosine
+{f"**{sim_before:.3f}**" if sim_before is not None else "0.99"} after contrastive training, and a UNet
+conditioned on them drew one amoeba-like blob for several shape words. The text tower (vision tower
+frozen) was then trained {s_text.get('step', '?')} steps ({_minutes(s_text):.0f} minutes, batch {s_text.get('batch', '?')}, AdamW lr
+{s_text.get('lr', '?')}) on the contrastive loss with **hard negatives** (each caption with one shape word,
+one colour word, or two objects' colours swapped) plus a **token-identity** term (a linear read-out,
+discarded afterwards, must recover every token from its final hidden state). The most similar pair of
+shape words is now at cosine **{sim_clip:.3f}**.
+""" if s_text else ""
     joint = bool(s_joint.get("train_text"))
-    text_row = "tiny-clip's text tower, fine-tuned with the UNet (stage 2)" if joint else "tiny-clip's text tower, frozen"
+    text_row = ("tiny-clip's text tower, fine-tuned with the UNet (stage 2)" if joint
+                else "tiny-clip's text tower (refined), frozen" if s_text else "tiny-clip's text tower, frozen")
     joint_text = "" if not joint else f"""
 **Stage 2, UNet and text encoder together** (`python -m course_lib.train unet --train-text`): the
 frozen contrastive text tower hardly tells shape words apart — the most similar pair of shape words
@@ -56,13 +78,18 @@ trained together for {s_joint.get('step', '?')} more steps ({_minutes(s_joint):.
 encoder now puts its most similar pair of shape words at cosine **{sim_sd:.3f}**. tiny-clip keeps its own
 text tower, so tiny-sd's text encoder and tiny-clip's are no longer the same weights.
 """
+    init = s_unet.get("init") or {}
+    init_text = "" if not init.get("step") else (
+        f", starting from the weights of an earlier run ({init['step']} steps, "
+        f"{(init.get('seconds_total') or float('nan')) / 60:.0f} minutes, conditioned on the text tower before its "
+        "refinement)")
     hardware = hardware or f"{torch.get_num_threads()}-core CPU ({platform.machine()}), torch {torch.__version__}"
     params = {n: parameter_count(getattr(pipe, n)) / 1e6 for n in ("vae", "text_encoder", "unet")}
     shape_status = "" if share["shape"] >= 0.9 else (
         f"- **Shapes are not learned yet**: the UNet gets colours and backgrounds right but draws the "
         f"right shape in only {100 * share['shape']:.0f}% of generations, short of the course's 90% bar. "
         "It needs more training: `python -m course_lib.train unet --steps N --minutes M` resumes from "
-        "`runs/unet/ckpt`, and `--train-text` continues stage 2 from `runs/unet-text/ckpt`.\n")
+        "`runs/unet/ckpt` (on a machine without it, add `--init-from data/models/tiny-sd/unet`).\n")
     card = f"""# Embedded models: tiny-sd and tiny-clip
 
 Both are trained by this repository's own scripts (`course_lib/train`) on **Shapes World**, the
@@ -99,6 +126,7 @@ input, 8x8 patches, 4 layers, width 128. Projection 128. {parameter_count(clip) 
 Trained contrastively (CLIP loss) on the 40,000 (image, caption) pairs: batch 128, AdamW lr 5e-4,
 weight decay 0.1, cosine schedule, bf16 autocast, {s_clip.get('step', '?')} steps, {_minutes(s_clip):.0f} minutes.
 
+{refined}
 - image -> caption retrieval, top-1 among 256 held-out scenes: **{100 * retrieval:.1f}%**
 
 Its text tower initialises tiny-sd's text encoder (as CLIP's is Stable Diffusion's); its vision tower
@@ -124,7 +152,7 @@ Latent scaling factor {pipe.vae.config.scaling_factor:.4f} (1 / std of the train
 classifier-free guidance, AdamW lr {s_unet.get('lr', '?')} with 500 warm-up steps and cosine decay
 over {s_unet.get('steps_planned', '?')} steps, batch {s_unet.get('batch', '?')}, gradient clipping 1.0, bf16 autocast, EMA 0.999
 (the EMA weights are shipped). The VAE latents and the text encoder's hidden states of all 40,000
-scenes are computed once before the loop. Trained {s_unet.get('step', '?')} steps in {_minutes(s_unet):.0f} minutes.
+scenes are computed once before the loop. Trained {s_unet.get('step', '?')} steps in {_minutes(s_unet):.0f} minutes{init_text}.
 {joint_text}
 - generations judged right by the oracle (shape, colour and background all right), 200 held-out
   single-object prompts, 50 DDIM steps, guidance 7.5: **{100 * share['all']:.1f}%**
@@ -134,9 +162,9 @@ More rows (DDIM inversion, seconds per image): `python -m course_lib.bench base`
 
 ## Training time and hardware
 
-All three stages ran on {hardware}, beside other work on the same machine. CLIP
+All stages ran on {hardware}, beside other work on the same machine. CLIP
 {_minutes(s_clip):.0f} min and the VAE {_minutes(s_vae):.0f} min ran in parallel (one core each), then the UNet
-{_minutes(s_unet):.0f} min on one or two cores{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_lib.train all` (resumable; each stage
+{_minutes(s_unet) + (init.get('seconds_total') or 0) / 60:.0f} min in all on one or two cores{f", the text refinement {_minutes(s_text):.0f} min" if s_text else ""}{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_lib.train all` (resumable; each stage
 takes `--minutes`); on a GPU the same scripts run under `accelerate launch -m course_lib.train`.
 
 ## Limits

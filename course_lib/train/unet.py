@@ -14,6 +14,7 @@ through the text encoder in the loop (it is small); the checkpoint holds both mo
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -86,19 +87,41 @@ def word_similarity(text_encoder: CLIPTextModel, tok: CLIPTokenizer, words: list
     return h @ h.T
 
 
+def text_fingerprint(text_encoder: CLIPTextModel) -> torch.Tensor:
+    """A cheap signature of the text encoder's weights, to notice when cached hidden states are stale."""
+    return torch.stack([p.detach().float().abs().sum() for p in text_encoder.parameters()]).double().sum().reshape(1)
+
+
 def prepare_cache(clip_dir: Path, vae_dir: Path, n_scenes: int, cache: Path) -> dict:
-    if cache.exists():
-        return load_file(cache)
-    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    text = CLIPTextModel.from_pretrained(clip_dir).eval()
+    """Latents of every scene and hidden states of every distinct caption, computed once. When the
+    text encoder has changed since the cache was written (e.g. after ``clip-text``), only the
+    captions are encoded again."""
+    text = CLIPTextModel.from_pretrained(clip_dir, torch_dtype=torch.float32).eval()
+    fp = text_fingerprint(text)
+    d = load_file(cache) if cache.exists() else {}
+    if d and "text_fingerprint" in d and torch.allclose(d["text_fingerprint"], fp, rtol=1e-9):
+        return d
     tok = CLIPTokenizer.from_pretrained(clip_dir)
     images, captions = scene_dataset(n_scenes)
-    lat = encode_dataset(vae, images)
+    if "latents" not in d:
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+        lat = encode_dataset(vae, images)
+        d = {"latents": lat.half().contiguous(), "scaling": 1.0 / lat.std()}
+    else:
+        print(f"{cache}: the text encoder in {clip_dir} changed; encoding the captions again")
     embs, index, null = encode_captions(text, tok, captions)
-    d = {"latents": lat.half().contiguous(), "embeddings": embs.contiguous(), "index": index,
-         "null": torch.tensor(null), "scaling": 1.0 / lat.std()}
+    d.update({"embeddings": embs.contiguous(), "index": index, "null": torch.tensor(null), "text_fingerprint": fp})
     save_file(d, cache)
     return d
+
+
+def text_source() -> Path:
+    """The text tower tiny-sd is conditioned on: the refined one (``clip-text``) when it exists."""
+    shipped = Path(__file__).resolve().parents[2] / "data" / "models" / "tiny-clip"
+    for d in (RUNS / "clip-text" / "final", RUNS / "clip" / "final"):
+        if d.exists():
+            return d
+    return shipped
 
 
 def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000, batch: int = 48,
@@ -110,7 +133,7 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     torch.manual_seed(seed)
     acc = Accelerator()
     shipped = Path(__file__).resolve().parents[2] / "data" / "models"
-    clip_dir = RUNS / "clip" / "final" if (RUNS / "clip" / "final").exists() else shipped / "tiny-clip"
+    clip_dir = text_source()
     vae_dir = RUNS / "vae" / "final" if (RUNS / "vae" / "final").exists() else shipped / "tiny-sd" / "vae"
     cache_dir = RUNS / "unet" if train_text else out
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +166,10 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
                  else UNet2DConditionModel.from_pretrained(start).state_dict())
             unet.load_state_dict({k: v.float() for k, v in w.items()})
             ema = EMA(model, decay=0.999)
+            before = start.parent / "state.json"  # the run those weights came from, for the model card
+            prior = json.loads(before.read_text()) if before.exists() else {}
+            state = {"init": {"from": str(start), "step": prior.get("step"),
+                              "seconds_total": prior.get("seconds_total")}}
             print(f"no checkpoint in {out / 'ckpt'}: starting the UNet from {start} with a new optimiser")
     step, prev_seconds = state.get("step", 0), state.get("seconds_total", 0.0)
     sched = DDPMScheduler.from_config(noise_scheduler_config())
@@ -183,5 +210,6 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
             save_checkpoint(out / "ckpt", acc.unwrap_model(model), opt, step, ema, extra={
                 "scaling_factor": float(d["scaling"]), "batch": batch, "lr": lr, "steps_planned": steps,
                 "train_text": train_text, "text_lr_scale": text_lr_scale if train_text else None,
-                "seconds_total": prev_seconds + time.time() - t0, "threads": torch.get_num_threads()})
+                "seconds_total": prev_seconds + time.time() - t0, "threads": torch.get_num_threads(),
+                "init": state.get("init")})
     return out / "ckpt"
