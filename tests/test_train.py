@@ -89,6 +89,16 @@ def test_word_similarity_sees_words_apart():
     assert m[0, 1] < 0.999
 
 
+def test_shipped_text_encoder_keeps_shape_words_apart():
+    """The refined text tower (train stage clip-text): no two shape words share their hidden state."""
+    from course_lib import load_pipeline
+    from course_lib.shapes.vocab import SHAPES
+    from course_lib.train.unet import word_similarity
+    pipe = load_pipeline("tiny-sd", device="cpu", dtype="float32")
+    m = word_similarity(pipe.text_encoder, pipe.tokenizer, list(SHAPES))
+    assert m[~torch.eye(len(SHAPES), dtype=bool)].max() < 0.8
+
+
 def test_hard_negatives_change_exactly_one_attribute():
     import random
 

@@ -49,8 +49,7 @@ def write_card(out: Path = MODELS / "README.md", n_generations: int = 200, hardw
         before = CLIPModel.from_pretrained(RUNS / "clip" / "final", torch_dtype=torch.float32).eval()
         sim_before = off_diag(word_similarity(before.text_model, CLIPTokenizer.from_pretrained(RUNS / "clip" / "final"),
                                               shapes))
-    refined = f"""
-**Text tower refinement** (`python -m course_lib.train clip-text`, `course_lib/train/clip_text.py`).
+    refined = f"""**Text tower refinement** (`python -m course_lib.train clip-text`, `course_lib/train/clip_text.py`).
 The contrastive loss only reads the pooled end-of-text state, and random in-batch negatives differ in
 colour, background or position anyway, so the per-word hidden states — which the UNet's
 cross-attention reads — never needed the shape: the most similar pair of shape words in the same

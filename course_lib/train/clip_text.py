@@ -67,8 +67,8 @@ def image_embeddings(model: CLIPModel, images, batch: int = 500) -> torch.Tensor
     return torch.cat(out)
 
 
-def refine_text(out: Path | None = None, minutes: float = 15, steps: int = 1500, batch: int = 256,
-                lr: float = 2e-4, n_scenes: int = 40000, seed: int = 0, identity_weight: float = 1.0) -> Path:
+def refine_text(out: Path | None = None, minutes: float = 15, steps: int = 600, batch: int = 128,
+                lr: float = 3e-4, n_scenes: int = 40000, seed: int = 0, identity_weight: float = 1.0) -> Path:
     """Train the text tower (vision frozen) with hard negatives and the token-identity term."""
     out = Path(out or RUNS / "clip-text")
     out.mkdir(parents=True, exist_ok=True)

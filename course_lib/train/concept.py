@@ -59,7 +59,7 @@ def train_concept(method: str = "lora", steps: int | None = None, lr: float | No
         f"Made by `python -m course_lib.train concept --method {method}` "
         f"(`course_lib/train/concept.py`): {cfg.steps} steps of batch {cfg.batch}, AdamW lr {cfg.learning_rate:g}, "
         f"{'prior preservation with ' + str(cfg.class_images) + ' class images, ' if method != 'textual_inversion' else ''}"
-        f"{len(data.images)} rendered references, {minutes:.1f} min on a CPU ({torch.get_num_threads()} threads).\n"
+        f"{len(data.images)} rendered references, {minutes:.1f} min on a CPU ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}).\n"
         f"Prompts: `{data.prompts[0]}`, ... Load with `course_lib.methods.concepts.load_concept(pipe, folder, '{method}')`.\n"
         f"Measured on {quality['n']} generations of `a {token} {CLASS_WORD} on a ... background` "
         f"(25 steps, guidance 7.5, `concept_identity`): read as purple {100 * quality['purple']:.0f}%, as purple and a heart "
