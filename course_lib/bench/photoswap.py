@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..methods.concepts import load_concept
+from ..methods.concepts import load_concept, shows_concept
 from ..methods.p2p import P2PEdit, p2p_edit
 from ..methods.photoswap import PhotoswapConfig, concept_prompt, invert_source, photoswap
 from ..metrics import mask_iou, psnr
@@ -57,12 +57,12 @@ def swap_cases(n: int, offset: int = 60_000):
 def swap_scores(source_img, target_img, subject_mask: np.ndarray | None) -> dict:
     """Oracle scores of one swap (see the module docstring). ``subject_mask``: the source's subject."""
     r = read_image(target_img)
-    cands = [o for o in r.objects if o.color == "purple"]
+    cands = [o for o in r.objects if o.color == V.HELD_OUT_CONCEPT["color"]]
     if subject_mask is not None and cands:
         o = max(cands, key=lambda c: mask_iou(c.mask, subject_mask))
     else:
         o = max(cands, key=lambda c: c.area) if cands else None
-    identity = o is not None and (o.shape == "heart" or o.pattern == "dotted")
+    identity = shows_concept(o)
     iou = mask_iou(o.mask, subject_mask) if (o is not None and subject_mask is not None) else 0.0
     edited = np.zeros(np.asarray(source_img).shape[:2], bool)
     if subject_mask is not None:

@@ -75,6 +75,13 @@ class ConceptData:
     class_prompts: list[str]
 
 
+def shows_concept(obj) -> bool:
+    """Whether an object the oracle read (:class:`course_lib.shapes.oracle.SeenObject`) shows the
+    held-out concept: its colour and at least one of its two held-out attributes (the heart, the dots)."""
+    c = V.HELD_OUT_CONCEPT
+    return obj is not None and obj.color == c["color"] and (obj.shape == c["shape"] or obj.pattern == c["pattern"])
+
+
 def concept_references(n: int = 6, token: str = V.CONCEPT_TOKEN, seed: int = 0) -> ConceptData:
     """``n`` rendered references of the held-out concept; prompts "a [large] <token> shape on a ... background"."""
     scenes = [concept_scene(seed + i) for i in range(n)]

@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from .common import RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
+from .common import HELD_OUT_SEED_OFFSET, RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
 from .tokenizer import build_tokenizer
 
 CLIP_DIM = 128
@@ -82,7 +82,7 @@ def train_clip(out: Path | None = None, minutes: float = 12, steps: int = 3000, 
 
 
 @torch.no_grad()
-def clip_retrieval_accuracy(model: CLIPModel, tok: CLIPTokenizer, n: int = 256, seed_offset: int = 10_000_000) -> float:
+def clip_retrieval_accuracy(model: CLIPModel, tok: CLIPTokenizer, n: int = 256, seed_offset: int = HELD_OUT_SEED_OFFSET) -> float:
     """Image->caption top-1 accuracy among ``n`` held-out scenes."""
     images, captions = scene_dataset(n, seed_offset=seed_offset, cache=False, workers=1)
     ids = tok(captions, padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids

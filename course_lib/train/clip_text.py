@@ -31,7 +31,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from ..shapes.vocab import COLOR_NAMES, SHAPES
 from .clip import image_processor
-from .common import RUNS, Budget, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
+from .common import HELD_OUT_SEED_OFFSET, RUNS, Budget, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
 
 NEGATIVE_KINDS = ("shape", "color", "binding")
 
@@ -162,15 +162,12 @@ def hard_negative_accuracy(model: CLIPModel, tok: CLIPTokenizer, n: int = 256, k
                            seed: int = 0) -> float:
     """Share of held-out images whose own caption scores above the same caption with one ``kind``
     attribute swapped (chance: 50%)."""
-    images, captions = scene_dataset(n, seed_offset=10_000_000, cache=False, workers=1)
+    from ..scores import clip_score
+    images, captions = scene_dataset(n, seed_offset=HELD_OUT_SEED_OFFSET, cache=False, workers=1)
     rng = random.Random(seed)
-    pairs = [(i, hard_negative(c, kind, rng)) for i, c in enumerate(captions)]
-    pairs = [(i, nc) for i, nc in pairs if nc != captions[i]]
-    img = image_embeddings(model, images[[i for i, _ in pairs]])
-    def emb(texts):
-        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
-        e = model.get_text_features(input_ids=ids)
-        return F.normalize(getattr(e, "pooler_output", e).float(), dim=-1)
-    right = (img * emb([captions[i] for i, _ in pairs])).sum(-1)
-    wrong = (img * emb([nc for _, nc in pairs])).sum(-1)
-    return (right > wrong).float().mean().item()
+    pairs = [(i, nc) for i, nc in ((i, hard_negative(c, kind, rng)) for i, c in enumerate(captions)) if nc != captions[i]]
+    shown = [images[i] for i, _ in pairs]
+    clip = (model, tok, image_processor())
+    right = clip_score(clip, shown, [captions[i] for i, _ in pairs])
+    wrong = clip_score(clip, shown, [nc for _, nc in pairs])
+    return float((right > wrong).mean())

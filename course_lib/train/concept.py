@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..methods.concepts import CLASS_WORD, ConceptTraining, concept_references, learn_concept, save_concept
+from ..methods.concepts import CLASS_WORD, ConceptTraining, concept_references, learn_concept, save_concept, shows_concept
 from ..models import MODELS_DIR, load_pipeline
 
 FOLDERS = {"lora": "concept-sks-lora", "textual_inversion": "concept-sks-ti"}
@@ -31,8 +31,7 @@ def concept_identity(pipe, token: str, n: int = 16, steps: int = 25, seed: int =
     prompts = [f"a {token} {CLASS_WORD} on a {V.BACKGROUNDS[i % len(V.BACKGROUNDS)]} background" for i in range(n)]
     images = sample(pipe, prompts, steps, 7.5, generator=torch.Generator().manual_seed(seed), progress=False)
     found = [read_image(im).find(color=V.HELD_OUT_CONCEPT["color"]) for im in images]
-    ident = [o is not None and (o.shape == V.HELD_OUT_SHAPE or o.pattern == V.HELD_OUT_PATTERN) for o in found]
-    return {"purple": sum(o is not None for o in found) / n, "identity": sum(ident) / n, "n": n}
+    return {"purple": sum(o is not None for o in found) / n, "identity": sum(map(shows_concept, found)) / n, "n": n}
 
 
 def train_concept(method: str = "lora", steps: int | None = None, lr: float | None = None, seed: int = 0,

@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from .common import RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
+from .common import HELD_OUT_SEED_OFFSET, RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
 
 
 def vae_config() -> dict:
@@ -79,7 +79,7 @@ def train_vae(out: Path | None = None, minutes: float = 30, steps: int = 6000, b
 
 
 @torch.no_grad()
-def vae_quality(vae: AutoencoderKL, n: int = 200, seed_offset: int = 10_000_000) -> dict:
+def vae_quality(vae: AutoencoderKL, n: int = 200, seed_offset: int = HELD_OUT_SEED_OFFSET) -> dict:
     """Reconstruction PSNR (dB) and per-channel mean absolute error (0-255) on held-out scenes."""
     images, _ = scene_dataset(n, seed_offset=seed_offset, cache=False, workers=1)
     x = to_tensor(images)
