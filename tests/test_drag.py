@@ -7,7 +7,7 @@ from PIL import Image
 from course_lib.attention import attention_control
 from course_lib.drag_widget import DragPicker
 from course_lib.methods.drag import (DragConfig, ReferenceLatentControl, bilinear, check_mask, check_points,
-                                     denoise_from, drag_edit, motion_supervision_loss, track_points)
+                                     denoise_from, drag_edit, motion_supervision_loss, move_handles, track_points)
 from course_lib.sampling import encode_text
 from course_lib.testing import random_pipeline
 
@@ -111,6 +111,21 @@ def test_point_tracking_finds_a_known_shift():
     # outside the search radius it cannot be found
     far = torch.roll(feat0, shifts=(0, 6), dims=(2, 3))
     assert not torch.equal(track_points(feat0, far, h0.clone(), h0, r2=2), h0 + torch.tensor([6.0, 0.0]))
+
+
+def test_move_handles_are_the_centroid_and_a_point_inside_the_leading_edge():
+    mask = np.zeros((32, 32), bool)
+    mask[10:20, 4:14] = True  # x in [4, 14), y in [10, 20): centroid (9, 15)
+    right = move_handles(mask, (5, 0))
+    np.testing.assert_allclose(right, [[9.0, 15.0], [10.0, 15.0]])  # leading 1-px band centre 13, 3 px in
+    up = move_handles(mask, (0, -1), inset=2)
+    np.testing.assert_allclose(up[1], [9.0, 13.0])
+    ys, xs = np.nonzero(mask)
+    for d in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        x, y = move_handles(mask, d)[1]
+        assert mask[int(y), int(x)], f"the leading handle for {d} should lie on the object"
+    with pytest.raises(ValueError, match="empty"):
+        move_handles(np.zeros((8, 8), bool), (1, 0))
 
 
 # ----------------------------------------------------------------------------- reference-latent control
@@ -256,3 +271,47 @@ def test_picker_widget_builds_and_a_cell_click_adds_a_point():
     board = w.children[0].children[0]
     board.children[8 * 2 + 3].click()  # row 2, column 3 of an 8x8 grid over 64 px: cell centre (27.5, 19.5)
     assert p.handles == [(27.5, 19.5)]
+
+
+def _paint(scene, mask):
+    """The scene's image with ``mask`` painted in its object's colour (the object itself erased first)."""
+    img = np.asarray(scene.image).copy()
+    o = scene.objects[0]
+    colour = img[o.mask].mean(0)
+    bg = img[~o.mask].reshape(-1, 3)
+    img[o.mask] = np.median(bg, 0)
+    img[mask] = colour
+    return Image.fromarray(img.astype(np.uint8))
+
+
+def shift(mask, dx: int, dy: int):
+    """``mask`` moved by (dx, dy) pixels; what leaves the picture is lost (no wrap-around)."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = mask[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def test_bench_drag_scores_read_a_perfect_edit_as_arrived():
+    from course_lib.bench.base import held_out_scenes
+    from course_lib.bench.drag import drag_case, drag_scores
+    scenes = held_out_scenes(8, offset=60_000)
+    scored = 0
+    for i, s in enumerate(scenes):
+        kind, h, g, mask, d = case = drag_case(s, i)
+        start = 100 * np.linalg.norm(h[0] - g[0]) / s.size
+        assert drag_scores(s.image, s, case)[0] == pytest.approx(start, abs=1.5)  # nothing moved (the oracle reads to ~1 px)
+        o = s.objects[0].mask
+        dx, dy = (int(round(v)) for v in (g[0] - h[0]))
+        if shift(o, dx, dy).sum() < o.sum():
+            continue  # the drag would push the object out of the picture
+        if kind == "move":  # the object translated by the drag
+            done = shift(o, dx, dy)
+        else:  # the object smeared along the drag: its leading edge moved, the rest stayed
+            done = o.copy()
+            for k in range(1, int(np.hypot(dx, dy)) + 1):
+                done |= shift(o, int(d[0] * k), int(d[1] * k))
+        dist = drag_scores(_paint(s, done), s, case)[0]
+        assert dist < 1.5, f"case {i} ({kind}): a perfect edit scored {dist:.1f}% from the target"
+        scored += 1
+    assert scored >= 6

@@ -183,6 +183,12 @@ def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
                         bf16=False)
     import json
     assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 3
+    # a checkpoint trained on other tiny-sd weights is moved aside, not resumed
+    old_base = tp.base_fingerprint()
+    monkeypatch.setattr(tp, "base_fingerprint", lambda: "another-model")
+    tp.train_pbe("bottleneck", minutes=None, steps=1, batch=2, n_scenes=8, out=tmp_path / "w", progress=False, bf16=False)
+    assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 1
+    assert (tmp_path / "runs" / f"pbe-bottleneck-{old_base}" / "state.json").exists()
 
 
 def test_blend_known_keeps_the_latent_outside_the_mask(clip):
@@ -211,6 +217,16 @@ def test_shipped_weights_load_and_run():
                                generator=torch.Generator().manual_seed(0))[0]
         from course_lib.metrics import psnr
         assert psnr(image, out, ~m) > 22  # the known region is kept
+
+
+def test_shipped_weights_were_trained_on_the_shipped_tiny_sd():
+    # the trained parts (input convolution, attention, encoder head) only fit the UNet they were trained with
+    for variant in ("bottleneck", "naive"):
+        w = pbe.TINY / f"{variant}.safetensors"
+        if not w.exists():
+            pytest.skip("no shipped Paint by Example weights")
+        assert pbe.trained_on(w) == pbe.base_fingerprint(), \
+            f"{w} was trained on other tiny-sd weights: retrain with `python -m course_lib.train pbe --method {variant}`"
 
 
 def test_released_checkpoint_is_loaded_by_hub_id_or_refused_clearly_offline():

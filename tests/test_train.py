@@ -165,3 +165,20 @@ def test_unet_cache_encodes_captions_again_when_the_text_encoder_changes(tmp_pat
     assert torch.equal(third["latents"], first["latents"])  # latents kept, captions encoded again
     assert not torch.equal(third["embeddings"], first["embeddings"])
     assert torch.equal(load_file(cache)["embeddings"], third["embeddings"])
+
+
+def test_earlier_runs_follow_the_recorded_chain_and_the_files_beside_it(tmp_path):
+    from course_lib.train.unet import earlier_runs
+    first, second = tmp_path / "a" / "ckpt", tmp_path / "b" / "ckpt"
+    first.mkdir(parents=True), second.mkdir(parents=True)
+    (first / "state.json").write_text(json.dumps({"step": 7000, "seconds_total": 600.0, "text": "runs/clip/final"}))
+    # the second run recorded where it started, but not the first run's text tower
+    (second / "state.json").write_text(json.dumps({
+        "step": 6000, "seconds_total": 300.0, "text": "runs/clip-text/final",
+        "init": {"from": str(first / "ema.safetensors"), "step": 7000, "seconds_total": 600.0}}))
+    # a third run whose record stops at the second (an older version wrote no chain)
+    state = {"step": 10, "init": {"from": str(second / "ema.safetensors"), "step": 6000, "seconds_total": 300.0}}
+    chain = earlier_runs(state)
+    assert [r["step"] for r in chain] == [7000, 6000]
+    assert [r["text"] for r in chain] == ["runs/clip/final", "runs/clip-text/final"]
+    assert earlier_runs({"step": 5}) == []

@@ -1,7 +1,9 @@
 """Suite ``drag``: DragDiffusion on rendered held-out scenes with known ground truth, on tiny-sd.
 
-Cases alternate *move* (handle at the object's centroid, target 8 px away) and *stretch* (handle on
-the object's edge, target 6 px further out). The editable region is the box around the object and
+Cases alternate *move* (two handles, the object's centroid and a point 3 px inside its leading edge,
+each with its target 8 px away: :func:`~course_lib.methods.drag.move_handles`) and *stretch* (one
+handle on the object's leading edge, the mean of its outermost pixels along the drag, target 6 px
+further out). The editable region is the box around the object and
 its destination, grown by 3 px. Where the handle content ended: for a move, the centroid of the
 object the oracle finds (by colour) in the edited image; for a stretch, the mean of that object's
 pixels that lie furthest along the drag direction. An object the oracle no longer finds counts as
@@ -15,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from ..methods.drag import DragConfig, drag_edit, fit_identity_lora
+from ..methods.drag import DragConfig, drag_edit, fit_identity_lora, move_handles
 from ..metrics import psnr
 from ..models import load_pipeline
 from ..shapes.oracle import read_image
@@ -27,7 +29,8 @@ DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 def drag_case(scene, i: int):
-    """(kind, handle, target, mask, direction) for case i of ``scene`` (one object)."""
+    """(kind, handles, targets, mask, direction) for case i of ``scene`` (one object); handles and
+    targets are (n, 2) arrays of (x, y), the first handle is the one the case is scored on."""
     o = scene.objects[0]
     side = scene.size
     cx, cy = o.centroid
@@ -35,16 +38,19 @@ def drag_case(scene, i: int):
     for k in range(4):
         d = np.array(DIRECTIONS[(i + k) % 4], float)
         if i % 2 == 0:
-            kind, h, dist = "move", np.array([cx, cy]), 8.0
+            kind, dist = "move", 8.0
+            h = np.stack([np.array([cx, cy], float), move_handles(o.mask, d)[1]])
         else:
             kind, dist = "stretch", 6.0
-            edge = {(1, 0): (x1 - 1, cy), (-1, 0): (x0, cy), (0, 1): (cx, y1 - 1), (0, -1): (cx, y0)}
-            h = np.array(edge[tuple(int(v) for v in d)], float)
+            h = move_handles(o.mask, d, inset=0)[1:]  # the object's leading edge, as ended_at reads it
         g = h + dist * d
         lo = np.array([x0, y0]) + np.minimum(d * dist, 0) - 3
         hi = np.array([x1, y1]) + np.maximum(d * dist, 0) + 3
         if (g >= 2).all() and (g <= side - 3).all() and (lo >= 0).all() and (hi <= side).all():
             break
+    inside = ((g >= 0) & (g <= side - 1)).all(1)  # no direction fits: drop extra handles that would leave
+    inside[0] = True
+    h, g = h[inside], g[inside]
     mask = np.zeros((side, side), bool)
     lo, hi = np.clip(lo, 0, side).astype(int), np.clip(hi, 0, side).astype(int)
     mask[lo[1]:hi[1], lo[0]:hi[0]] = True
@@ -68,7 +74,7 @@ def drag_scores(image, scene, case) -> tuple[float, float]:
     kind, h, g, mask, d = case
     end = ended_at(image, scene, kind, h, d)
     side = scene.size
-    dist = np.linalg.norm((end if end is not None else h) - g)
+    dist = np.linalg.norm((end if end is not None else h[0]) - g[0])
     return 100 * dist / side, psnr(scene.image, image, ~mask)
 
 
@@ -85,16 +91,18 @@ def drag(smoke: bool | None = None) -> list[Row]:
                 "no reference-latent control": replace(base, reference_control=False)}
     res = {k: [] for k in variants}
     seconds, lora_seconds, start = [], [], []
+    kinds = []
     for i, s in enumerate(held_out_scenes(n, offset=60_000)):
         case = drag_case(s, i)
+        kinds.append(case[0])
         kind, h, g, mask, d = case
-        start.append(100 * np.linalg.norm(h - g) / s.size)
+        start.append(100 * np.linalg.norm(h[0] - g[0]) / s.size)
         t = time.perf_counter()
         lora, _ = fit_identity_lora(pipe, s.image, s.caption, base, progress=False)
         lora_seconds.append(time.perf_counter() - t)
         for name, c in variants.items():
             t = time.perf_counter()
-            r = drag_edit(pipe, s.image, [h], [g], mask, s.caption, c, lora_unet=lora if c.use_lora else None,
+            r = drag_edit(pipe, s.image, h, g, mask, s.caption, c, lora_unet=lora if c.use_lora else None,
                           progress=False)
             if name == "DragDiffusion":
                 seconds.append(time.perf_counter() - t + lora_seconds[-1])
@@ -105,7 +113,10 @@ def drag(smoke: bool | None = None) -> list[Row]:
         full = name == "DragDiffusion"
         rows.append(Row("drag", f"{name}: mean distance to target", float(np.mean([x[0] for x in r])), "% side",
                         3 if full else None, higher_is_better=False,
-                        detail=f"median {np.median([x[0] for x in r]):.1f}%"))
+                        detail=f"median {np.median([x[0] for x in r]):.1f}%; " + ", ".join(
+                            f"{k.replace('move', 'moves').replace('stretch', 'stretches')} "
+                            f"{np.mean([x[0] for x, kk in zip(r, kinds) if kk == k]):.1f}%"
+                            for k in ("move", "stretch") if k in kinds)))
         rows.append(Row("drag", f"{name}: background PSNR outside the mask", float(np.mean([x[1] for x in r])), " dB",
                         28 if full else None))
     rows.append(Row("drag", "seconds per drag (LoRA + inversion + optimisation + denoising)", float(np.mean(seconds)),

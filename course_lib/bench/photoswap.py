@@ -1,6 +1,7 @@
 """Suite ``photoswap``: swap the subject of held-out scenes for the learned concept (the purple dotted
 heart under ``sks``, tiny-sd + the shipped concept LoRA), oracle-scored, with Prompt-to-Prompt on
-the same concept model (the paper's "P2P + DreamBooth" baseline) beside it.
+the same concept model (the paper's "P2P + DreamBooth" baseline) beside it, and Photoswap with the
+shipped Textual Inversion embedding (``<sks>``) as the concept learner.
 
 Per case: a one-object scene in the concept's setting (centred, medium or large; on other prompts —
 "small", "tall", positions — the concept LoRA, trained on 6 references only, draws noise); the source
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..methods.concepts import load_concept, shows_concept
+from ..methods.concepts import TI_TOKEN, load_concept, shows_concept
 from ..methods.p2p import P2PEdit, p2p_edit
 from ..methods.photoswap import PhotoswapConfig, concept_prompt, invert_source, photoswap
 from ..metrics import mask_iou, psnr
@@ -30,10 +31,15 @@ from ..shapes.oracle import read_image
 from . import Row, bench_config, suite
 
 CONCEPT = MODELS_DIR / "concept-sks-lora"
+CONCEPT_TI = MODELS_DIR / "concept-sks-ti"
 
 
-def concept_pipeline(device="cpu", dtype="float32"):
+def concept_pipeline(device="cpu", dtype="float32", method: str = "lora"):
+    """tiny-sd with the shipped concept: the DreamBooth LoRA (token ``sks``) or the Textual Inversion
+    embedding (token ``<sks>``)."""
     pipe = load_pipeline("tiny-sd", device=device, dtype=dtype)
+    if method == "textual_inversion":
+        return load_concept(pipe, CONCEPT_TI, "textual_inversion", TI_TOKEN)
     return load_concept(pipe, CONCEPT, "lora")
 
 
@@ -91,8 +97,9 @@ def photoswap_suite(smoke: bool | None = None) -> list[Row]:
     steps = cfg.pick(50, 20)
     n, k = (4, 1) if smoke else (20, 5)
     config = PhotoswapConfig(local_blend=None)
-    res = {"photoswap": [], "p2p+concept": []}
-    times = {"photoswap": 0.0, "p2p+concept": 0.0}
+    pipe_ti = concept_pipeline(method="textual_inversion")
+    res = {"photoswap": [], "p2p+concept": [], "photoswap, Textual Inversion concept": []}
+    times = dict.fromkeys(res, 0.0)
     for i, s in enumerate(swap_cases(n)):
         o = s.spec.objects[0]
         src = s.caption
@@ -107,6 +114,11 @@ def photoswap_suite(smoke: bool | None = None) -> list[Row]:
         pa, pb = p2p_edit(pipe, src, tgt, _baseline_edit([o.shape, "shape"]), steps, latents=z, progress=False)
         times["p2p+concept"] += time.perf_counter() - t
         res["p2p+concept"].append(swap_scores(pa, pb, subject_of(pa, o.color)))
+        t = time.perf_counter()
+        ta, tb = photoswap(pipe_ti, src, concept_prompt(src, [o.color, o.shape], [TI_TOKEN, "shape"]), config,
+                           num_inference_steps=steps, latents=z, progress=False)
+        times["photoswap, Textual Inversion concept"] += time.perf_counter() - t
+        res["photoswap, Textual Inversion concept"].append(swap_scores(ta, tb, subject_of(ta, o.color)))
     rows = []
     for name, r in res.items():
         ours = name == "photoswap"

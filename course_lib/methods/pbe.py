@@ -195,6 +195,13 @@ def base_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+def trained_on(weights: Path) -> str | None:
+    """The tiny-sd fingerprint (:func:`base_fingerprint`) a trained-parts file was trained on."""
+    from safetensors import safe_open
+    with safe_open(str(weights), "pt") as f:
+        return (f.metadata() or {}).get("base")
+
+
 def tiny_pipeline(variant: str = "bottleneck", weights: Path | None = None, device: str = "cpu", dtype=torch.float32,
                   folder: Path | None = None):
     """The course's tiny Paint by Example: tiny-sd + tiny-clip + the trained parts in
@@ -208,6 +215,12 @@ def tiny_pipeline(variant: str = "bottleneck", weights: Path | None = None, devi
     weights = Path(weights or TINY / f"{variant}.safetensors")
     if not weights.exists():
         raise FileNotFoundError(f"{weights} is missing; train it with `python -m course_lib.train pbe --method {variant}`")
+    base = trained_on(weights)
+    if base is not None and base != base_fingerprint():
+        import warnings
+        warnings.warn(f"{weights.name} was trained on other tiny-sd weights than the ones in {MODELS_DIR / 'tiny-sd'}: "
+                      f"its trained parts do not fit this UNet and the results will be poor. Retrain them with "
+                      f"`python -m course_lib.train pbe --method {variant}`", stacklevel=2)
     sd_pipe = load_pipeline("tiny-sd", device="cpu", dtype=torch.float32)
     clip, _, proc = load_clip("tiny-clip", device="cpu", dtype=torch.float32)
     pipe = build_pipeline(sd_pipe, clip, proc, variant)

@@ -40,6 +40,8 @@ def main(argv=None):
                    help="unet --train-text: the text encoder's learning rate as a multiple of --lr")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="lora", help="concept: lora | textual_inversion; pbe: bottleneck | naive")
+    p.add_argument("--prior-weight", type=float, default=None,
+                   help="concept (lora, dreambooth): weight of the prior-preservation loss (default 1.0; 0 = none)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -69,7 +71,7 @@ def main(argv=None):
             print("models ->", assemble())
         elif stage == "concept":
             from .concept import train_concept
-            print("concept ->", train_concept(method=a.method, **kw))
+            print("concept ->", train_concept(method=a.method, prior_weight=a.prior_weight, **kw))
         elif stage == "pbe":
             from .pbe import train_pbe
             print("paint by example ->", train_pbe(variant=a.method if a.method != "lora" else "bottleneck",

@@ -6,6 +6,7 @@ script or read from the checkpoints' state.json files; nothing is typed in by ha
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..models import load_clip, load_pipeline, parameter_count
 from .assemble import MODELS, weights_megabytes
 from .clip import clip_retrieval_accuracy
 from .common import RUNS
-from .unet import unet_config, word_similarity
+from .unet import earlier_runs, unet_config, word_similarity
 from .vae import vae_config, vae_quality
 
 
@@ -77,12 +78,18 @@ trained together for {s_joint.get('step', '?')} more steps ({_minutes(s_joint):.
 encoder now puts its most similar pair of shape words at cosine **{sim_sd:.3f}**. tiny-clip keeps its own
 text tower, so tiny-sd's text encoder and tiny-clip's are no longer the same weights.
 """
-    init = s_unet.get("init") or {}
-    init_text = "" if not init.get("step") else (
-        f", starting from the weights of an earlier run ({init['step']} steps, "
-        f"{(init.get('seconds_total') or float('nan')) / 60:.0f} minutes, conditioned on the text tower before its "
-        "refinement)")
-    hardware = hardware or f"{torch.get_num_threads()}-core CPU ({platform.machine()}), torch {torch.__version__}"
+    chain = earlier_runs(s_unet)
+
+    def tower(run):
+        t = str(run.get("text") or "")
+        return ("on the refined text tower" if "clip-text" in t else
+                "on the text tower before its refinement" if "clip" in t else "")
+
+    init_text = "" if not chain else ", continuing from earlier runs on the same data: " + ", then ".join(
+        f"{r['step']:,} steps in {(r.get('seconds_total') or float('nan')) / 60:.0f} minutes"
+        + (f" {tower(r)}" if tower(r) else "") for r in chain) + (f"; this run {tower(s_unet)}" if tower(s_unet) else "")
+    earlier_minutes = sum((r.get("seconds_total") or 0) for r in chain) / 60
+    hardware = hardware or f"{os.cpu_count()}-core CPU ({platform.machine()}), torch {torch.__version__}"
     params = {n: parameter_count(getattr(pipe, n)) / 1e6 for n in ("vae", "text_encoder", "unet")}
     shape_status = "" if share["shape"] >= 0.9 else (
         f"- **Shapes are not learned yet**: the UNet gets colours and backgrounds right but draws the "
@@ -163,7 +170,7 @@ More rows (DDIM inversion, seconds per image): `python -m course_lib.bench base`
 
 All stages ran on {hardware}, beside other work on the same machine. CLIP
 {_minutes(s_clip):.0f} min and the VAE {_minutes(s_vae):.0f} min ran in parallel (one core each), then the UNet
-{_minutes(s_unet) + (init.get('seconds_total') or 0) / 60:.0f} min in all on one or two cores{f", the text refinement {_minutes(s_text):.0f} min" if s_text else ""}{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_lib.train all` (resumable; each stage
+{_minutes(s_unet) + earlier_minutes:.0f} min in all on one or two cores{f", the text refinement {_minutes(s_text):.0f} min" if s_text else ""}{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_lib.train all` (resumable; each stage
 takes `--minutes`); on a GPU the same scripts run under `accelerate launch -m course_lib.train`.
 
 ## Limits

@@ -35,9 +35,10 @@ def concept_identity(pipe, token: str, n: int = 16, steps: int = 25, seed: int =
 
 
 def train_concept(method: str = "lora", steps: int | None = None, lr: float | None = None, seed: int = 0,
-                  out: Path | None = None, **_) -> Path:
+                  out: Path | None = None, prior_weight: float | None = None, **_) -> Path:
     pipe = load_pipeline("tiny-sd", device="cpu", dtype="float32")
-    cfg = ConceptTraining(method=method, steps=steps or (600 if method == "lora" else 800), lr=lr, seed=seed)
+    extra = {} if prior_weight is None else {"prior_weight": prior_weight}
+    cfg = ConceptTraining(method=method, steps=steps or (600 if method == "lora" else 800), lr=lr, seed=seed, **extra)
     token = "sks" if method != "textual_inversion" else "<sks>"
     data = concept_references(token=token)
     t = time.time()
@@ -57,7 +58,7 @@ def train_concept(method: str = "lora", steps: int | None = None, lr: float | No
         f"# tiny-sd concept weights: the held-out purple dotted heart ({method})\n\n"
         f"Made by `python -m course_lib.train concept --method {method}` "
         f"(`course_lib/train/concept.py`): {cfg.steps} steps of batch {cfg.batch}, AdamW lr {cfg.learning_rate:g}, "
-        f"{'prior preservation with ' + str(cfg.class_images) + ' class images, ' if method != 'textual_inversion' else ''}"
+        f"{('prior preservation with ' + str(cfg.class_images) + f' class images (weight {cfg.prior_weight:g}), ' if cfg.prior_weight > 0 else 'no prior preservation, ') if method != 'textual_inversion' else ''}"
         f"{len(data.images)} rendered references, {minutes:.1f} min on a CPU ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}).\n"
         f"Prompts: `{data.prompts[0]}`, ... Load with `course_lib.methods.concepts.load_concept(pipe, folder, '{method}')`.\n"
         f"Measured on {quality['n']} generations of `a {token} {CLASS_WORD} on a ... background` "

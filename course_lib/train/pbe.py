@@ -81,6 +81,12 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         if p.requires_grad:
             params.append(p)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    stamp = run / "state.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("base") != base_fingerprint():
+        # the checkpoint holds a whole UNet: resuming it would train on (and ship) the old tiny-sd
+        aside = run.with_name(f"{run.name}-{json.loads(stamp.read_text()).get('base') or 'unknown'}")
+        run.rename(aside)
+        print(f"{run} was trained on other tiny-sd weights: moved to {aside}, starting afresh")
     state = load_checkpoint(run, model, opt)
     step = state.get("step", 0)
     seconds = state.get("seconds", 0.0)
@@ -133,8 +139,8 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if step % save_every == 0:
-            save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant})
-    save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant})
+            save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base_fingerprint()})
+    save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base_fingerprint()})
     out = Path(out or TINY)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().half().contiguous() for k, v in trainable_state(pipe).items()},

@@ -124,6 +124,23 @@ def text_source() -> Path:
     return shipped
 
 
+def earlier_runs(state: dict) -> list[dict]:
+    """The runs a UNet run started from (``--init-from``), oldest first: dicts with ``from``, ``step``,
+    ``seconds_total`` and ``text`` (the text tower it was conditioned on, when recorded). Follows the
+    chain recorded in ``state["init"]``, and the ``state.json`` beside an ``init["from"]`` file where a
+    record has no chain of its own."""
+    chain, init = [], state.get("init")
+    while init and init.get("step"):
+        if "init" not in init or "text" not in init:
+            beside = Path(init.get("from", "")).parent / "state.json"
+            if beside.is_file():
+                prior = json.loads(beside.read_text())
+                init = {**init, "init": init.get("init") or prior.get("init"), "text": init.get("text") or prior.get("text")}
+        chain.append(init)
+        init = init.get("init")
+    return chain[::-1]
+
+
 def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000, batch: int = 48,
                lr: float = 5e-4, n_scenes: int = 40000, seed: int = 0, bf16: bool = True,
                cond_dropout: float = 0.1, snr_gamma: float = 5.0, init_from: Path | None = None,
@@ -169,7 +186,8 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
             before = start.parent / "state.json"  # the run those weights came from, for the model card
             prior = json.loads(before.read_text()) if before.exists() else {}
             state = {"init": {"from": str(start), "step": prior.get("step"),
-                              "seconds_total": prior.get("seconds_total")}}
+                              "seconds_total": prior.get("seconds_total"), "text": prior.get("text"),
+                              "init": prior.get("init")}}  # the whole chain of earlier runs
             print(f"no checkpoint in {out / 'ckpt'}: starting the UNet from {start} with a new optimiser")
     step, prev_seconds = state.get("step", 0), state.get("seconds_total", 0.0)
     sched = DDPMScheduler.from_config(noise_scheduler_config())
@@ -211,5 +229,5 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
                 "scaling_factor": float(d["scaling"]), "batch": batch, "lr": lr, "steps_planned": steps,
                 "train_text": train_text, "text_lr_scale": text_lr_scale if train_text else None,
                 "seconds_total": prev_seconds + time.time() - t0, "threads": torch.get_num_threads(),
-                "init": state.get("init")})
+                "text": None if train_text else str(text_source()), "init": state.get("init")})
     return out / "ckpt"
