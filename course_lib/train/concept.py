@@ -56,7 +56,8 @@ def train_concept(method: str = "lora", steps: int | None = None, lr: float | No
     (out / "training.json").write_text(json.dumps(info, indent=1))
     (out / "README.md").write_text(
         f"# tiny-sd concept weights: the held-out purple dotted heart ({method})\n\n"
-        f"Made by `python -m course_lib.train concept --method {method}` "
+        f"Made by `python -m course_lib.train concept --method {method} --steps {cfg.steps}"
+        f"{'' if method == 'textual_inversion' else f' --prior-weight {cfg.prior_weight:g}'}` "
         f"(`course_lib/train/concept.py`): {cfg.steps} steps of batch {cfg.batch}, AdamW lr {cfg.learning_rate:g}, "
         f"{('prior preservation with ' + str(cfg.class_images) + f' class images (weight {cfg.prior_weight:g}), ' if cfg.prior_weight > 0 else 'no prior preservation, ') if method != 'textual_inversion' else ''}"
         f"{len(data.images)} rendered references, {minutes:.1f} min on a CPU ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}).\n"
