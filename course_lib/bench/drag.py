@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from ..methods.drag import DragConfig, drag_edit, fit_identity_lora, move_handles
+from ..methods.drag import DragConfig, drag_edit, fit_identity_lora, leading_edge, move_handles
 from ..metrics import psnr
 from ..models import load_pipeline
 from ..shapes.oracle import read_image
@@ -42,7 +42,7 @@ def drag_case(scene, i: int):
             h = np.stack([np.array([cx, cy], float), move_handles(o.mask, d)[1]])
         else:
             kind, dist = "stretch", 6.0
-            h = move_handles(o.mask, d, inset=0)[1:]  # the object's leading edge, as ended_at reads it
+            h = leading_edge(o.mask, d)[None]  # the object's leading edge, as ended_at reads it
         g = h + dist * d
         lo = np.array([x0, y0]) + np.minimum(d * dist, 0) - 3
         hi = np.array([x1, y1]) + np.maximum(d * dist, 0) + 3
@@ -63,10 +63,7 @@ def ended_at(image, scene, kind: str, handle, direction) -> np.ndarray | None:
         return None
     if kind == "move":
         return np.array(seen.centroid, float)
-    ys, xs = np.nonzero(seen.mask)
-    proj = (xs + 0.5) * direction[0] + (ys + 0.5) * direction[1]
-    far = proj >= proj.max() - 1
-    return np.array([(xs[far] + 0.5).mean(), (ys[far] + 0.5).mean()])
+    return leading_edge(seen.mask, direction)
 
 
 def drag_scores(image, scene, case) -> tuple[float, float]:
@@ -94,8 +91,8 @@ def drag(smoke: bool | None = None) -> list[Row]:
     kinds = []
     for i, s in enumerate(held_out_scenes(n, offset=60_000)):
         case = drag_case(s, i)
-        kinds.append(case[0])
         kind, h, g, mask, d = case
+        kinds.append(kind)
         start.append(100 * np.linalg.norm(h[0] - g[0]) / s.size)
         t = time.perf_counter()
         lora, _ = fit_identity_lora(pipe, s.image, s.caption, base, progress=False)

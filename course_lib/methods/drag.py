@@ -150,12 +150,18 @@ def move_handles(mask, direction, inset: float = 3.0) -> np.ndarray:
     d = np.asarray(direction, float)
     d = d / max(np.linalg.norm(d), 1e-9)
     ys, xs = np.nonzero(m)
+    centroid = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+    return np.stack([centroid, leading_edge(m, d) - inset * d])
+
+
+def leading_edge(mask, direction) -> np.ndarray:
+    """(x, y) of a mask's leading edge along ``direction``: the mean of its pixel centres within 1 px
+    of the furthest one. Where a stretch's handle sits, and where the drag bench reads it back."""
+    ys, xs = np.nonzero(np.asarray(mask, bool))
     px, py = xs + 0.5, ys + 0.5
-    proj = px * d[0] + py * d[1]
+    proj = px * direction[0] + py * direction[1]
     far = proj >= proj.max() - 1
-    centroid = np.array([px.mean(), py.mean()])
-    lead = np.array([px[far].mean(), py[far].mean()]) - inset * d
-    return np.stack([centroid, lead])
+    return np.array([px[far].mean(), py[far].mean()])
 
 
 # ----------------------------------------------------------------------------- the two steps

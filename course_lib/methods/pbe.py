@@ -215,8 +215,8 @@ def tiny_pipeline(variant: str = "bottleneck", weights: Path | None = None, devi
     weights = Path(weights or TINY / f"{variant}.safetensors")
     if not weights.exists():
         raise FileNotFoundError(f"{weights} is missing; train it with `python -m course_lib.train pbe --method {variant}`")
-    base = trained_on(weights)
-    if base is not None and base != base_fingerprint():
+    base, current = trained_on(weights), base_fingerprint()
+    if base is not None and base != current:
         import warnings
         warnings.warn(f"{weights.name} was trained on other tiny-sd weights than the ones in {MODELS_DIR / 'tiny-sd'}: "
                       f"its trained parts do not fit this UNet and the results will be poor. Retrain them with "
@@ -232,7 +232,7 @@ def tiny_pipeline(variant: str = "bottleneck", weights: Path | None = None, devi
     from ..train.common import RUNS
     folder = Path(folder or RUNS / "pbe-tiny")
     stamp = folder / "course_weights.json"
-    key = {"weights": hashlib.sha256(weights.read_bytes()).hexdigest()[:16], "base": base_fingerprint()}
+    key = {"weights": hashlib.sha256(weights.read_bytes()).hexdigest()[:16], "base": current}
     if not stamp.exists() or json.loads(stamp.read_text()) != key:
         save_pbe(pipe, folder)
         stamp.write_text(json.dumps(key))

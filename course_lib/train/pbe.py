@@ -81,10 +81,12 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         if p.requires_grad:
             params.append(p)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    base = base_fingerprint()  # the tiny-sd weights this run trains on
     stamp = run / "state.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("base") != base_fingerprint():
+    trained_base = json.loads(stamp.read_text()).get("base") if stamp.exists() else base
+    if trained_base != base:
         # the checkpoint holds a whole UNet: resuming it would train on (and ship) the old tiny-sd
-        aside = run.with_name(f"{run.name}-{json.loads(stamp.read_text()).get('base') or 'unknown'}")
+        aside = run.with_name(f"{run.name}-{trained_base or 'unknown'}")
         run.rename(aside)
         print(f"{run} was trained on other tiny-sd weights: moved to {aside}, starting afresh")
     state = load_checkpoint(run, model, opt)
@@ -139,15 +141,15 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if step % save_every == 0:
-            save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base_fingerprint()})
-    save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base_fingerprint()})
+            save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base})
+    save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base})
     out = Path(out or TINY)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().half().contiguous() for k, v in trainable_state(pipe).items()},
-              out / f"{variant}.safetensors", metadata={"base": base_fingerprint(), "steps": str(step)})
+              out / f"{variant}.safetensors", metadata={"base": base, "steps": str(step)})
     info = {"variant": variant, "steps": step, "batch": batch, "lr": lr, "null_p": null_p, "augment": augment,
             "scenes": len(images), "minutes": round(seconds / 60, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None,
-            "base": base_fingerprint()}
+            "base": base}
     (out / f"{variant}.json").write_text(json.dumps(info, indent=1))
     write_card(out)
     print(json.dumps(info))
