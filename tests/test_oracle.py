@@ -57,3 +57,17 @@ def test_unrecognisable_things_are_not_forced_into_a_class():
 def test_blurred_renders_are_still_read():
     img = single_object("star", "yellow", "gray", size="large").image.filter(ImageFilter.GaussianBlur(0.8))
     assert read_image(img).find(shape="star", color="yellow") is not None
+
+
+def test_swap_parts_tells_a_missing_attribute_from_a_wrong_source():
+    from course_lib.bench.editing import swap_parts
+    from course_lib.shapes.world import render_spec
+
+    src = single_object("square", "red", "white", size="large")
+    blue = src.spec.replace_object(0, color="blue")
+    star = src.spec.replace_object(0, shape="star")
+    assert swap_parts(src.image, render_spec(blue).image, src.spec, blue) == (True, True)
+    assert swap_parts(src.image, render_spec(star).image, src.spec, star) == (True, True)
+    assert swap_parts(src.image, src.image, src.spec, blue) == (False, True)  # the edit did nothing
+    # the "source" the model drew is a red star, not the red square its prompt asked for
+    assert swap_parts(render_spec(star).image, render_spec(blue).image, src.spec, blue) == (True, False)

@@ -47,6 +47,18 @@ def edit_scores(source_img, target_img, target_spec: SceneSpec, source_mask=None
     return found is not None, psnr(source_img, target_img, keep)
 
 
+def swap_parts(source_img, target_img, source_spec: SceneSpec, target_spec: SceneSpec) -> tuple[bool, bool]:
+    """(the swapped attribute is read in the target, the source shows its own object).
+
+    They tell the failures of an edit apart: one that did not bring the new colour or shape, and one
+    whose source the model had already drawn wrong (then the shape a colour swap must keep is not
+    there to keep)."""
+    s, t = source_spec.objects[0], target_spec.objects[0]
+    changed = {"color": t.color} if t.color != s.color else {"shape": t.shape}
+    return (read_image(target_img).find(**changed) is not None,
+            read_image(source_img).find(shape=s.shape, color=s.color) is not None)
+
+
 def _edit() -> P2PEdit:
     """The reference code's settings for a word swap."""
     return P2PEdit(kind="swap", cross_replace_steps=0.8, self_replace_steps=0.4)
@@ -61,9 +73,13 @@ def _swap_rows(rows: list, source: str, res: dict, n: int):
                 continue
             ok = 100 * np.mean([x[1] for x in part])
             bg = float(np.mean([x[2] for x in part]))
+            new = 100 * np.mean([x[3] for x in part])
+            right = [x for x in part if x[4]]
+            given = f"{100 * np.mean([x[1] for x in right]):.0f}%" if right else "n/a"
             bars = (90, 28) if name == "p2p" else (None, None)
             rows.append(Row("p2p", f"{name}: {kind} swap success, {source}", ok, "%", bars[0],
-                            detail=f"{len(part)} of {n} cases"))
+                            detail=f"{len(part)} of {n} cases; new {kind} read {new:.0f}%; source right "
+                                   f"{100 * len(right) / len(part):.0f}%, success on those {given}"))
             rows.append(Row("p2p", f"{name}: {kind} swap background PSNR, {source}", bg, " dB", bars[1]))
 
 
@@ -87,8 +103,8 @@ def p2p(smoke: bool | None = None) -> list[Row]:
         src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=z, progress=False)
         t_edit += time.perf_counter() - t
         n_src, n_tgt = sample(pipe, [s.caption, spec.caption], steps, 7.5, latents=z, progress=False)
-        res["p2p"].append((kind, *edit_scores(src, tgt, spec)))
-        res["naive"].append((kind, *edit_scores(n_src, n_tgt, spec)))
+        res["p2p"].append((kind, *edit_scores(src, tgt, spec), *swap_parts(src, tgt, s.spec, spec)))
+        res["naive"].append((kind, *edit_scores(n_src, n_tgt, spec), *swap_parts(n_src, n_tgt, s.spec, spec)))
     _swap_rows(rows, "generated", res, n)
     rows.append(Row("p2p", "seconds per P2P edit (source + target)", t_edit / n, " s",
                     detail=f"{steps} steps on {cfg.device}"))
@@ -108,8 +124,9 @@ def p2p(smoke: bool | None = None) -> list[Row]:
                             progress=False)
         naive = sample(pipe, spec.caption, steps, 7.5, latents=zT, uncond_embeddings=u, progress=False)[0]
         rec.append(psnr(s.image, src))
-        res_r["p2p"].append((kind, *edit_scores(s.image, tgt, spec, source_mask=s.objects[0].mask)))
-        res_r["naive"].append((kind, *edit_scores(s.image, naive, spec, source_mask=s.objects[0].mask)))
+        for name, out in (("p2p", tgt), ("naive", naive)):
+            res_r[name].append((kind, *edit_scores(s.image, out, spec, source_mask=s.objects[0].mask),
+                                *swap_parts(s.image, out, s.spec, spec)))
     rows.append(Row("p2p", "null-text inversion reconstruction PSNR", float(np.mean(rec)), " dB", 30,
                     detail=f"{k} rendered scenes, guidance 7.5, {t_nt / k:.0f} s each"))
     _swap_rows(rows, "real (inverted)", res_r, k)
