@@ -120,7 +120,6 @@ def test_move_handles_are_the_centroid_and_a_point_inside_the_leading_edge():
     np.testing.assert_allclose(right, [[9.0, 15.0], [10.0, 15.0]])  # leading 1-px band centre 13, 3 px in
     up = move_handles(mask, (0, -1), inset=2)
     np.testing.assert_allclose(up[1], [9.0, 13.0])
-    ys, xs = np.nonzero(mask)
     for d in ((1, 0), (-1, 0), (0, 1), (0, -1)):
         x, y = move_handles(mask, d)[1]
         assert mask[int(y), int(x)], f"the leading handle for {d} should lie on the object"

@@ -31,11 +31,12 @@ def swap_case(scene, i: int):
     return scene.spec.replace_object(0, shape=new), o.shape, new
 
 
-def edit_scores(source_img, target_img, target_spec: SceneSpec, source_mask=None):
+def edit_scores(source_img, target_img, target_spec: SceneSpec, source_mask=None, readings=None):
     """(success, background PSNR): the oracle finds the target object; pixels outside the union of
-    the source and target objects (dilated by 1 px) stay."""
+    the source and target objects (dilated by 1 px) stay. ``readings``: the oracle's (source, target)
+    readings when the caller already has them."""
     o = target_spec.objects[0]
-    rt, rs = read_image(target_img), read_image(source_img)
+    rs, rt = readings or (read_image(source_img), read_image(target_img))
     found = rt.find(shape=o.shape, color=o.color)
     union = np.zeros(np.asarray(source_img).shape[:2], bool)
     for r in (rt, rs):
@@ -47,16 +48,25 @@ def edit_scores(source_img, target_img, target_spec: SceneSpec, source_mask=None
     return found is not None, psnr(source_img, target_img, keep)
 
 
-def swap_parts(source_img, target_img, source_spec: SceneSpec, target_spec: SceneSpec) -> tuple[bool, bool]:
+def swap_parts(source_img, target_img, source_spec: SceneSpec, target_spec: SceneSpec,
+               readings=None) -> tuple[bool, bool]:
     """(the swapped attribute is read in the target, the source shows its own object).
 
     They tell the failures of an edit apart: one that did not bring the new colour or shape, and one
     whose source the model had already drawn wrong (then the shape a colour swap must keep is not
-    there to keep)."""
+    there to keep). ``readings`` as in :func:`edit_scores`."""
     s, t = source_spec.objects[0], target_spec.objects[0]
+    rs, rt = readings or (read_image(source_img), read_image(target_img))
     changed = {"color": t.color} if t.color != s.color else {"shape": t.shape}
-    return (read_image(target_img).find(**changed) is not None,
-            read_image(source_img).find(shape=s.shape, color=s.color) is not None)
+    return rt.find(**changed) is not None, rs.find(shape=s.shape, color=s.color) is not None
+
+
+def _swap_record(kind: str, source_img, target_img, source_spec: SceneSpec, target_spec: SceneSpec,
+                 source_mask=None) -> tuple:
+    """(kind, success, background PSNR, new attribute read, source right), reading each image once."""
+    readings = read_image(source_img), read_image(target_img)
+    return (kind, *edit_scores(source_img, target_img, target_spec, source_mask, readings),
+            *swap_parts(source_img, target_img, source_spec, target_spec, readings))
 
 
 def _edit() -> P2PEdit:
@@ -103,8 +113,8 @@ def p2p(smoke: bool | None = None) -> list[Row]:
         src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=z, progress=False)
         t_edit += time.perf_counter() - t
         n_src, n_tgt = sample(pipe, [s.caption, spec.caption], steps, 7.5, latents=z, progress=False)
-        res["p2p"].append((kind, *edit_scores(src, tgt, spec), *swap_parts(src, tgt, s.spec, spec)))
-        res["naive"].append((kind, *edit_scores(n_src, n_tgt, spec), *swap_parts(n_src, n_tgt, s.spec, spec)))
+        res["p2p"].append(_swap_record(kind, src, tgt, s.spec, spec))
+        res["naive"].append(_swap_record(kind, n_src, n_tgt, s.spec, spec))
     _swap_rows(rows, "generated", res, n)
     rows.append(Row("p2p", "seconds per P2P edit (source + target)", t_edit / n, " s",
                     detail=f"{steps} steps on {cfg.device}"))
@@ -124,9 +134,8 @@ def p2p(smoke: bool | None = None) -> list[Row]:
                             progress=False)
         naive = sample(pipe, spec.caption, steps, 7.5, latents=zT, uncond_embeddings=u, progress=False)[0]
         rec.append(psnr(s.image, src))
-        for name, out in (("p2p", tgt), ("naive", naive)):
-            res_r[name].append((kind, *edit_scores(s.image, out, spec, source_mask=s.objects[0].mask),
-                                *swap_parts(s.image, out, s.spec, spec)))
+        res_r["p2p"].append(_swap_record(kind, s.image, tgt, s.spec, spec, s.objects[0].mask))
+        res_r["naive"].append(_swap_record(kind, s.image, naive, s.spec, spec, s.objects[0].mask))
     rows.append(Row("p2p", "null-text inversion reconstruction PSNR", float(np.mean(rec)), " dB", 30,
                     detail=f"{k} rendered scenes, guidance 7.5, {t_nt / k:.0f} s each"))
     _swap_rows(rows, "real (inverted)", res_r, k)
