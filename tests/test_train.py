@@ -182,3 +182,49 @@ def test_earlier_runs_follow_the_recorded_chain_and_the_files_beside_it(tmp_path
     assert [r["step"] for r in chain] == [7000, 6000]
     assert [r["text"] for r in chain] == ["runs/clip/final", "runs/clip-text/final"]
     assert earlier_runs({"step": 5}) == []
+
+
+def test_attribute_targets_name_every_shape_and_colour_of_the_caption():
+    from course_lib.shapes.vocab import COLOR_NAMES, SHAPES
+    from course_lib.train.clip_vision import attribute_targets
+    s, c = attribute_targets(["a red star left of a blue circle on a gray background",
+                              "a large green hexagon on a white background"])
+    assert s[0, SHAPES.index("star")] == 1 and s[0, SHAPES.index("circle")] == 1 and s[0].sum() == 2
+    assert c[0, COLOR_NAMES.index("red")] == 1 and c[0, COLOR_NAMES.index("blue")] == 1 and c[0].sum() == 2
+    assert s[1].sum() == 1 and c[1, COLOR_NAMES.index("green")] == 1
+
+
+def test_vision_refinement_trains_only_the_vision_tower_and_resumes(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import CLIPModel
+
+    from course_lib.train import clip_vision, unet
+    monkeypatch.setattr(common, "RUNS", tmp_path)
+    monkeypatch.setattr(clip_vision, "RUNS", tmp_path)
+    monkeypatch.setattr(unet, "RUNS", tmp_path)  # no refined text tower here: start from the shipped tiny-clip
+    out = tmp_path / "clip-vision"
+    final = clip_vision.refine_vision(out=out, minutes=None, steps=2, batch=4, n_scenes=16, progress=False)
+    assert clip_vision.vision_source() == final
+    state = json.loads((out / "ckpt" / "state.json").read_text())
+    assert state["step"] == 2 and state["seconds_total"] > 0
+    w = load_file(out / "ckpt" / "model.safetensors")
+    assert "heads.shape.weight" in w and not any(k.startswith("text") for k in w)
+    start = CLIPModel.from_pretrained(unet.text_source())
+    new = CLIPModel.from_pretrained(final)
+    a, b = start.state_dict(), new.state_dict()
+    assert all(torch.equal(a[k].float(), b[k].float()) for k in a if k.startswith(("text_model", "text_projection")))
+    assert not torch.equal(a["visual_projection.weight"].float(), b["visual_projection.weight"].float())
+    clip_vision.refine_vision(out=out, minutes=None, steps=3, batch=4, n_scenes=16, progress=False)
+    assert json.loads((out / "ckpt" / "state.json").read_text())["step"] == 3
+    probe = clip_vision.class_token_probe(new, n=36)
+    assert set(probe) == {"shape", "color"} and all(0 <= v <= 1 for v in probe.values())
+
+
+def test_card_paragraph_on_the_vision_refinement_measures_the_probe_before_and_after():
+    from course_lib.models import MODELS_DIR, load_clip
+    from course_lib.train.card import vision_refinement_text
+    clip, _, _ = load_clip("tiny-clip", device="cpu", dtype="float32")
+    state = {"step": 400, "seconds_total": 600.0, "batch": 128, "lr": 3e-4, "text": str(MODELS_DIR / "tiny-clip")}
+    text = vision_refinement_text(clip, state, n_probe=36)
+    assert "400 steps (10 minutes" in text and "before it" in text and "36 exemplars" in text
+    assert "before it" not in vision_refinement_text(clip, {**state, "text": "/nowhere"}, n_probe=36)

@@ -1,9 +1,10 @@
 """Train the embedded models: ``python -m course_lib.train STAGE [options]``.
 
 Stages, in order: ``clip`` (tiny-clip), ``clip-text`` (its text tower refined with hard negatives
-and a token-identity term, so shape words stay apart), ``vae`` (tiny-sd's VAE), ``unet`` (tiny-sd's UNet),
+and a token-identity term, so shape words stay apart), ``clip-vision`` (its vision tower refined
+with hard negative captions and an attribute read-out, so the class token holds the shape), ``vae`` (tiny-sd's VAE), ``unet`` (tiny-sd's UNet),
 ``assemble`` (write data/models/tiny-sd and data/models/tiny-clip in fp16), ``card`` (measure them
-and write the model card). ``all`` runs the six. Lessons' own weights: ``concept`` (notebook 04's
+and write the model card). ``all`` runs the seven. Lessons' own weights: ``concept`` (notebook 04's
 concept LoRA / Textual Inversion, ``--method``) and ``pbe`` (notebook 05's Paint by Example,
 ``--method bottleneck|naive``).
 Every stage is seeded, stops at its time budget (``--minutes``), saves a resumable checkpoint under
@@ -21,7 +22,7 @@ import torch
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["clip", "clip-text", "vae", "unet", "assemble", "card", "all", "concept", "pbe"])
+    p.add_argument("stage", choices=["clip", "clip-text", "clip-vision", "vae", "unet", "assemble", "card", "all", "concept", "pbe"])
     p.add_argument("--minutes", type=float, default=None, help="time budget of this run")
     p.add_argument("--steps", type=int, default=None, help="total steps of the schedule")
     p.add_argument("--batch", type=int, default=None)
@@ -47,7 +48,7 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     kw = {k: v for k, v in dict(minutes=a.minutes, steps=a.steps, batch=a.batch, lr=a.lr).items() if v is not None}
     kw.update(seed=a.seed)
-    stages = ["clip", "clip-text", "vae", "unet", "assemble", "card"] if a.stage == "all" else [a.stage]
+    stages = ["clip", "clip-text", "clip-vision", "vae", "unet", "assemble", "card"] if a.stage == "all" else [a.stage]
     for stage in stages:
         if stage == "clip":
             from .clip import train_clip
@@ -55,6 +56,9 @@ def main(argv=None):
         elif stage == "clip-text":
             from .clip_text import refine_text
             print("tiny-clip text tower ->", refine_text(**kw))
+        elif stage == "clip-vision":
+            from .clip_vision import refine_vision
+            print("tiny-clip vision tower ->", refine_vision(**kw))
         elif stage == "vae":
             from .vae import train_vae
 

@@ -6,11 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from .clip import image_processor
+from .clip_vision import vision_source
 from .common import RUNS
 from .unet import noise_scheduler_config, text_source, unet_config
 
@@ -52,6 +54,14 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
         "image_encoder": [None, None]}, indent=1))
     tc = out / "tiny-clip"
+    vision_dir = vision_source()
+    if Path(vision_dir) != Path(clip_dir):  # the refined vision tower, beside the text tower tiny-sd reads
+        refined = CLIPModel.from_pretrained(vision_dir)
+        a, b = clip.text_model.state_dict(), refined.text_model.state_dict()
+        if any(not torch.equal(a[k].float(), b[k].float()) for k in a):
+            raise ValueError(f"{vision_dir} was refined beside another text tower than {clip_dir}; "
+                             "run `python -m course_lib.train clip-vision` again")
+        clip = refined
     if tc.exists():
         shutil.rmtree(tc)
     clip.half().save_pretrained(tc)

@@ -29,6 +29,30 @@ def _minutes(state: dict) -> float:
     return state.get("seconds_total", state.get("seconds_this_run", float("nan"))) / 60
 
 
+def vision_refinement_text(clip, s_vision: dict, n_probe: int = 720) -> str:
+    """The card's paragraph on the vision tower's refinement (``clip-vision``), with the class-token
+    probe measured on ``clip`` and, when the run's starting model is still there, on that one."""
+    from transformers import CLIPModel
+
+    from .clip_vision import class_token_probe
+    probe = class_token_probe(clip, n=n_probe)
+    src = Path(s_vision.get("text", ""))
+    before = (class_token_probe(CLIPModel.from_pretrained(src, torch_dtype=torch.float32).eval(), n=n_probe)
+              if s_vision.get("text") and src.exists() else None)
+    was = f"from {100 * before['shape']:.0f}% (colour {100 * before['color']:.0f}%) before it " if before else ""
+    return f"""**Vision tower refinement** (`python -m course_lib.train clip-vision`, `course_lib/train/clip_vision.py`).
+Paint by Example conditions on the vision tower's class token alone, and after contrastive training
+that token held the colour but only part of the shape (random in-batch captions are told apart by
+colour, background and position). The vision tower (text tower frozen) was then trained
+{s_vision.get('step', '?')} steps ({_minutes(s_vision):.0f} minutes, batch {s_vision.get('batch', '?')}, AdamW lr
+{s_vision.get('lr', '?')}) on the contrastive loss with the same **hard negative captions** plus an
+**attribute read-out** term (two linear heads, discarded afterwards, must recover from the class token
+which shapes and which colours the caption names). A linear probe reads an exemplar's shape from the
+class token in **{100 * probe['shape']:.0f}%** of held-out rendered single objects {was}(colour
+{100 * probe['color']:.0f}%; chance 17%; `clip_vision.class_token_probe`, {n_probe} exemplars).
+"""
+
+
 def write_card(out: Path = MODELS / "README.md", n_generations: int = 200, hardware: str | None = None) -> str:
     from ..bench.base import generation_accuracy
 
@@ -63,6 +87,8 @@ one colour word, or two objects' colours swapped) plus a **token-identity** term
 discarded afterwards, must recover every token from its final hidden state). The most similar pair of
 shape words is now at cosine **{sim_clip:.3f}**.
 """ if s_text else ""
+    s_vision = _state("clip-vision")
+    vision = vision_refinement_text(clip, s_vision) if s_vision else ""
     joint = bool(s_joint.get("train_text"))
     text_row = ("tiny-clip's text tower, fine-tuned with the UNet (stage 2)" if joint
                 else "tiny-clip's text tower (refined), frozen" if s_text else "tiny-clip's text tower, frozen")
@@ -133,6 +159,7 @@ Trained contrastively (CLIP loss) on the 40,000 (image, caption) pairs: batch 12
 weight decay 0.1, cosine schedule, bf16 autocast, {s_clip.get('step', '?')} steps, {_minutes(s_clip):.0f} minutes.
 
 {refined}
+{vision}
 - image -> caption retrieval, top-1 among 256 held-out scenes: **{100 * retrieval:.1f}%**
 
 Its text tower initialises tiny-sd's text encoder (as CLIP's is Stable Diffusion's); its vision tower
@@ -170,7 +197,7 @@ More rows (DDIM inversion, seconds per image): `python -m course_lib.bench base`
 
 All stages ran on {hardware}, beside other work on the same machine. CLIP
 {_minutes(s_clip):.0f} min and the VAE {_minutes(s_vae):.0f} min ran in parallel (one core each), then the UNet
-{_minutes(s_unet) + earlier_minutes:.0f} min in all on one or two cores{f", the text refinement {_minutes(s_text):.0f} min" if s_text else ""}{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_lib.train all` (resumable; each stage
+{_minutes(s_unet) + earlier_minutes:.0f} min in all on one or two cores{f", the text refinement {_minutes(s_text):.0f} min" if s_text else ""}{f", the vision refinement {_minutes(s_vision):.0f} min" if s_vision else ""}{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_lib.train all` (resumable; each stage
 takes `--minutes`); on a GPU the same scripts run under `accelerate launch -m course_lib.train`.
 
 ## Limits
