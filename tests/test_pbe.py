@@ -226,7 +226,7 @@ def test_shipped_weights_were_trained_on_the_shipped_tiny_sd():
         if not w.exists():
             pytest.skip("no shipped Paint by Example weights")
         assert pbe.trained_on(w) == pbe.base_fingerprint(), \
-            f"{w} was trained on other tiny-sd weights: retrain with `python -m course_lib.train pbe --method {variant}`"
+            f"{w} was trained on other tiny-sd or tiny-clip weights: retrain with `python -m course_lib.train pbe --method {variant}`"
 
 
 def test_released_checkpoint_is_loaded_by_hub_id_or_refused_clearly_offline():

@@ -187,10 +187,12 @@ def load_trainable_state(pipe, state: dict[str, torch.Tensor]):
 
 
 def base_fingerprint() -> str:
-    """A short hash of the tiny-sd UNet and VAE weights the trained parts were trained on."""
+    """A short hash of the frozen weights the trained parts were trained beside: tiny-sd's UNet and
+    VAE, and tiny-clip (whose vision tower encodes the exemplar)."""
     h = hashlib.sha256()
-    for f in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
-        p = MODELS_DIR / "tiny-sd" / f
+    for f in ("tiny-sd/unet/diffusion_pytorch_model.safetensors", "tiny-sd/vae/diffusion_pytorch_model.safetensors",
+              "tiny-clip/model.safetensors"):
+        p = MODELS_DIR / f
         h.update(p.read_bytes() if p.exists() else b"")
     return h.hexdigest()[:16]
 
@@ -218,8 +220,8 @@ def tiny_pipeline(variant: str = "bottleneck", weights: Path | None = None, devi
     base, current = trained_on(weights), base_fingerprint()
     if base is not None and base != current:
         import warnings
-        warnings.warn(f"{weights.name} was trained on other tiny-sd weights than the ones in {MODELS_DIR / 'tiny-sd'}: "
-                      f"its trained parts do not fit this UNet and the results will be poor. Retrain them with "
+        warnings.warn(f"{weights.name} was trained on other tiny-sd or tiny-clip weights than the ones in {MODELS_DIR}: "
+                      f"its trained parts do not fit them and the results will be poor. Retrain them with "
                       f"`python -m course_lib.train pbe --method {variant}`", stacklevel=2)
     sd_pipe = load_pipeline("tiny-sd", device="cpu", dtype=torch.float32)
     clip, _, proc = load_clip("tiny-clip", device="cpu", dtype=torch.float32)

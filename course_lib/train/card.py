@@ -40,7 +40,8 @@ def vision_refinement_text(clip, s_vision: dict, n_probe: int = 720) -> str:
     before = (class_token_probe(CLIPModel.from_pretrained(src, torch_dtype=torch.float32).eval(), n=n_probe)
               if s_vision.get("text") and src.exists() else None)
     was = f"from {100 * before['shape']:.0f}% (colour {100 * before['color']:.0f}%) before it " if before else ""
-    return f"""**Vision tower refinement** (`python -m course_lib.train clip-vision`, `course_lib/train/clip_vision.py`).
+    return f"""
+**Vision tower refinement** (`python -m course_lib.train clip-vision`, `course_lib/train/clip_vision.py`).
 Paint by Example conditions on the vision tower's class token alone, and after contrastive training
 that token held the colour but only part of the shape (random in-batch captions are told apart by
 colour, background and position). The vision tower (text tower frozen) was then trained
@@ -158,8 +159,7 @@ input, 8x8 patches, 4 layers, width 128. Projection 128. {parameter_count(clip) 
 Trained contrastively (CLIP loss) on the 40,000 (image, caption) pairs: batch 128, AdamW lr 5e-4,
 weight decay 0.1, cosine schedule, bf16 autocast, {s_clip.get('step', '?')} steps, {_minutes(s_clip):.0f} minutes.
 
-{refined}
-{vision}
+{refined}{vision}
 - image -> caption retrieval, top-1 among 256 held-out scenes: **{100 * retrieval:.1f}%**
 
 Its text tower initialises tiny-sd's text encoder (as CLIP's is Stable Diffusion's); its vision tower

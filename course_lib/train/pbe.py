@@ -81,14 +81,14 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         if p.requires_grad:
             params.append(p)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    base = base_fingerprint()  # the tiny-sd weights this run trains on
+    base = base_fingerprint()  # the tiny-sd and tiny-clip weights this run trains beside
     stamp = run / "state.json"
     trained_base = json.loads(stamp.read_text()).get("base") if stamp.exists() else base
     if trained_base != base:
         # the checkpoint holds a whole UNet: resuming it would train on (and ship) the old tiny-sd
         aside = run.with_name(f"{run.name}-{trained_base or 'unknown'}")
         run.rename(aside)
-        print(f"{run} was trained on other tiny-sd weights: moved to {aside}, starting afresh")
+        print(f"{run} was trained on other tiny-sd or tiny-clip weights: moved to {aside}, starting afresh")
     state = load_checkpoint(run, model, opt)
     step = state.get("step", 0)
     seconds = state.get("seconds", 0.0)
@@ -166,7 +166,7 @@ def write_card(folder: Path):
              "and the image encoder's head (mapper, LayerNorm, projection, null vector); "
              "`course_lib.methods.pbe.tiny_pipeline(variant)` rebuilds the model from tiny-sd and tiny-clip, and "
              "writes the bottleneck variant as a diffusers folder that `PaintByExamplePipeline.from_pretrained` loads. "
-             "`base` is a hash of the tiny-sd weights the parts were trained on.", "",
+             "`base` is a hash of the tiny-sd and tiny-clip weights the parts were trained beside.", "",
              "| variant | condition | augmentation | steps | batch | lr | minutes (2-core CPU, shared) | final loss |",
              "|---|---|---|---|---|---|---|---|"]
     for v in ("bottleneck", "naive"):
