@@ -57,6 +57,27 @@ def hard_negative(caption: str, kind: str, rng: random.Random) -> str:
     return " ".join(words).replace(" ,", ",")
 
 
+def hard_negatives(captions: list[str], rng: random.Random) -> tuple[list[str], list[int]]:
+    """Every caption's hard negatives (one per kind in :data:`NEGATIVE_KINDS` that changes it) and, for
+    each, the index of the caption it was made from."""
+    negs, owner = [], []
+    for b, c in enumerate(captions):
+        for kind in NEGATIVE_KINDS:
+            n = hard_negative(c, kind, rng)
+            if n != c:
+                negs.append(n)
+                owner.append(b)
+    return negs, owner
+
+
+def hard_negative_wins(logits: torch.Tensor, owner: list[int]) -> torch.Tensor:
+    """Share of hard negatives scored below their own caption, for ``logits`` of shape (batch, batch +
+    negatives): the batch's captions first, then the negatives of :func:`hard_negatives`."""
+    o = torch.tensor(owner)
+    batch = logits.shape[1] - len(owner)
+    return (logits[o, batch + torch.arange(len(owner))] < logits[o, o]).float().mean()
+
+
 @torch.no_grad()
 def image_embeddings(model: CLIPModel, images, batch: int = 500) -> torch.Tensor:
     out = []
@@ -114,13 +135,7 @@ def refine_text(out: Path | None = None, minutes: float = 15, steps: int = 600, 
     while step < steps and budget.left():
         idx = torch.randint(len(captions), (batch,), generator=g).tolist()
         pos = [captions[i] for i in idx]
-        negs, owner = [], []
-        for b, c in enumerate(pos):
-            for kind in NEGATIVE_KINDS:
-                n = hard_negative(c, kind, rng)
-                if n != c:
-                    negs.append(n)
-                    owner.append(b)
+        negs, owner = hard_negatives(pos, rng)
         enc = encode(pos + negs)
         hid = model.text_model(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
         txt = F.normalize(model.text_projection(hid.pooler_output), dim=-1)
@@ -144,8 +159,7 @@ def refine_text(out: Path | None = None, minutes: float = 15, steps: int = 600, 
         step += 1
         bar.update(1)
         if step % 10 == 0:
-            hard = (logits[torch.tensor(owner), batch + torch.arange(len(negs))]
-                    < logits[torch.tensor(owner), torch.tensor(owner)]).float().mean()
+            hard = hard_negative_wins(logits, owner)
             bar.set_postfix(clip=f"{loss_i.item():.3f}", ident=f"{loss_id.item():.3f}", hard=f"{hard:.2f}")
         if step % 250 == 0 or step == steps or not budget.left():
             save_checkpoint(out / "ckpt", trained, opt, step,

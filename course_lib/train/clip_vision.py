@@ -35,7 +35,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from ..shapes.vocab import COLOR_NAMES, SHAPES
 from .clip import image_processor
-from .clip_text import NEGATIVE_KINDS, hard_negative
+from .clip_text import hard_negative_wins, hard_negatives
 from .common import RUNS, Budget, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
 
 
@@ -110,13 +110,7 @@ def refine_vision(out: Path | None = None, minutes: float | None = 15, steps: in
     while step < steps and budget.left():
         idx = torch.randint(len(captions), (batch,), generator=g).tolist()
         pos = [captions[i] for i in idx]
-        negs, owner = [], []
-        for b, c in enumerate(pos):
-            for kind in NEGATIVE_KINDS:
-                n = hard_negative(c, kind, rng)
-                if n != c:
-                    negs.append(n)
-                    owner.append(b)
+        negs, owner = hard_negatives(pos, rng)
         txt = _text_embeddings(model, tok, pos + negs)
         vis = model.vision_model(pixel_values=to_tensor(images[idx]))
         pooled = vis.pooler_output  # the class token, what Paint by Example's mapper reads
@@ -137,8 +131,7 @@ def refine_vision(out: Path | None = None, minutes: float | None = 15, steps: in
         step += 1
         bar.update(1)
         if step % 10 == 0 and negs:
-            o = torch.tensor(owner)
-            hard = (logits[o, batch + torch.arange(len(negs))] < logits[o, o]).float().mean()
+            hard = hard_negative_wins(logits, owner)
             bar.set_postfix(clip=f"{loss_i.item():.3f}", attr=f"{loss_attr.item():.3f}", hard=f"{hard:.2f}")
         if step % 250 == 0 or step == steps or not budget.left():
             save_checkpoint(out / "ckpt", trained, opt, step,
