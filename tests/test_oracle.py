@@ -1,5 +1,5 @@
 import numpy as np
-from PIL import ImageFilter
+from PIL import Image, ImageFilter
 
 from course_lib.bench.base import oracle_accuracy
 from course_lib.shapes import vocab as V
@@ -71,3 +71,15 @@ def test_swap_parts_tells_a_missing_attribute_from_a_wrong_source():
     assert swap_parts(src.image, src.image, src.spec, blue) == (False, True)  # the edit did nothing
     # the "source" the model drew is a red star, not the red square its prompt asked for
     assert swap_parts(render_spec(star).image, render_spec(blue).image, src.spec, blue) == (True, False)
+
+
+def test_layout_kept_tells_an_edit_in_place_from_a_moved_object():
+    from course_lib.bench.editing import layout_kept
+    from course_lib.shapes.world import render_spec
+
+    src = single_object("square", "red", "white", size="large")
+    blue = render_spec(src.spec.replace_object(0, color="blue")).image
+    moved = single_object("square", "blue", "white", size="small", center=(0.2, 0.2))
+    assert layout_kept(src.image, blue) > 0.9
+    assert layout_kept(src.image, moved.image) < 0.3
+    assert layout_kept(src.image, Image.new("RGB", src.image.size, "white")) == 0.0  # nothing drawn
