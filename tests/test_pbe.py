@@ -213,10 +213,15 @@ def test_shipped_weights_load_and_run():
             pytest.skip("no shipped Paint by Example weights")
         p = tiny_pipeline(variant, device="cpu", dtype=torch.float32)
         image, m, ref = scene_inputs()
-        out = paint_by_example(p, image, m, ref, num_inference_steps=2, blend_known=True,
+        out = paint_by_example(p, image, m, ref, num_inference_steps=10, blend_known=True,
                                generator=torch.Generator().manual_seed(0))[0]
+        from scipy import ndimage
+
         from course_lib.metrics import psnr
-        assert psnr(image, out, ~m) > 22  # the known region is kept
+        # the known region is kept. Blending works on 4x4-pixel latent cells and the VAE decoder spreads
+        # what is painted into its neighbours, so the check leaves out a band of one latent cell around
+        # the mask. (The VAE's own reconstruction of this scene scores 48 dB there; these weights 42.)
+        assert psnr(image, out, ~ndimage.binary_dilation(m, iterations=4)) > 35, variant
 
 
 def test_shipped_weights_were_trained_on_the_shipped_tiny_sd():
