@@ -169,7 +169,6 @@ def test_trainable_parts():
 def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    import course_lib.train.common as common
     import course_lib.train.pbe as tp
     monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
     out = tp.train_pbe("bottleneck", minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
@@ -179,8 +178,8 @@ def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
     assert any(k.startswith("image_encoder.mapper") for k in w) and "unet.conv_in.weight" in w
     assert not any(".resnets." in k for k in w)
     # resumes from its checkpoint
-    out2 = tp.train_pbe("bottleneck", minutes=None, steps=3, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
-                        bf16=False)
+    tp.train_pbe("bottleneck", minutes=None, steps=3, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
+                 bf16=False)
     import json
     assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 3
     # a checkpoint trained on other tiny-sd weights is moved aside, not resumed
@@ -207,7 +206,6 @@ def test_blend_known_keeps_the_latent_outside_the_mask(clip):
 
 
 def test_shipped_weights_load_and_run():
-    from pathlib import Path
     for variant in ("bottleneck", "naive"):
         if not (pbe.TINY / f"{variant}.safetensors").exists():
             pytest.skip("no shipped Paint by Example weights")
@@ -238,3 +236,26 @@ def test_released_checkpoint_is_loaded_by_hub_id_or_refused_clearly_offline():
     from course_lib.models import ModelNotAvailable
     with pytest.raises(ModelNotAvailable, match="Fantasy-Studio/Paint-by-Example"):
         pbe.load_pbe("paint-by-example", device="cpu")
+
+
+def test_fingerprint_follows_the_unet_and_vae_encoder_but_not_the_decoder(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+    (tmp_path / "tiny-sd" / "unet").mkdir(parents=True)
+    (tmp_path / "tiny-sd" / "vae").mkdir(parents=True)
+    (tmp_path / "tiny-clip").mkdir()
+    (tmp_path / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"unet")
+    (tmp_path / "tiny-clip" / "model.safetensors").write_bytes(b"clip")
+    monkeypatch.setattr(pbe, "MODELS_DIR", tmp_path)
+    vae_file = tmp_path / "tiny-sd" / "vae" / "diffusion_pytorch_model.safetensors"
+
+    def fp(enc, dec, unet=b"unet"):
+        (tmp_path / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(unet)
+        save_file({"encoder.conv_in.weight": torch.full((2, 2), enc, dtype=torch.float16),
+                   "quant_conv.bias": torch.zeros(2, dtype=torch.float16),
+                   "decoder.conv_out.weight": torch.full((2, 2), dec, dtype=torch.float16)}, vae_file)
+        return pbe.base_fingerprint()
+
+    base = fp(1.0, 1.0)
+    assert fp(1.0, 2.0) == base  # a fine-tuned decoder leaves the latents the parts learned on
+    assert fp(3.0, 1.0) != base  # another encoder does not
+    assert fp(1.0, 1.0, unet=b"other unet") != base

@@ -228,3 +228,46 @@ def test_card_paragraph_on_the_vision_refinement_measures_the_probe_before_and_a
     text = vision_refinement_text(clip, state, n_probe=36)
     assert "400 steps (10 minutes" in text and "before it" in text and "36 exemplars" in text
     assert "before it" not in vision_refinement_text(clip, {**state, "text": "/nowhere"}, n_probe=36)
+
+
+def test_decoder_fine_tune_keeps_the_encoder_and_resumes(tmp_path, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    from course_lib.train import vae as vae_mod
+    monkeypatch.setattr(common, "RUNS", tmp_path)
+    monkeypatch.setattr(vae_mod, "RUNS", tmp_path)  # no VAE run here: starts from the shipped VAE
+    src = AutoencoderKL.from_pretrained(vae_mod.decoder_source(), torch_dtype=torch.float32)
+    final = vae_mod.train_decoder(out=tmp_path / "dec", minutes=None, steps=2, batch=4, n_scenes=16, lr=1e-3, bf16=False)
+    assert json.loads((tmp_path / "dec" / "ckpt" / "state.json").read_text())["step"] == 2
+    tuned = AutoencoderKL.from_pretrained(final, torch_dtype=torch.float32)
+    a, b = src.state_dict(), tuned.state_dict()
+    for k in a:
+        if k.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(a[k], b[k]), f"{k} moved: the latents would no longer fit the UNet"
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder.")), "the decoder did not train"
+    vae_mod.train_decoder(out=tmp_path / "dec", minutes=None, steps=3, batch=4, n_scenes=16, bf16=False)
+    assert json.loads((tmp_path / "dec" / "ckpt" / "state.json").read_text())["step"] == 3
+
+
+def test_edge_loss_measures_edges_not_levels():
+    import torch.nn.functional as F
+
+    from course_lib.train.vae import edge_loss
+    x = -torch.ones(1, 3, 32, 32)
+    x[..., 8:24, 8:24] = 1.0  # a sharp square
+    blurred = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    assert edge_loss(x, x) == 0
+    assert edge_loss(x + 0.2, x) < 1e-6  # a uniform shift of level keeps every edge
+    assert edge_loss(blurred, x) > 0.05  # blurring the corners and sides does not
+
+
+def test_oversampling_weights_scenes_by_the_shapes_they_name():
+    from course_lib.train.unet import scene_weights
+    caps = ["a red hexagon on a white background", "a blue star to the left of a red hexagon",
+            "a green circle on a gray background", "a small yellow star, a green cross and a red circle"]
+    w = scene_weights(caps, {"hexagon": 3, "star": 2})
+    assert w.tolist() == [3.0, 3.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="no Shapes World shape"):
+        scene_weights(caps, {"hexagons": 2})
+    with pytest.raises(ValueError, match="positive"):
+        scene_weights(caps, {"star": 0})

@@ -187,13 +187,22 @@ def load_trainable_state(pipe, state: dict[str, torch.Tensor]):
 
 
 def base_fingerprint() -> str:
-    """A short hash of the frozen weights the trained parts were trained beside: tiny-sd's UNet and
-    VAE, and tiny-clip (whose vision tower encodes the exemplar)."""
+    """A short hash of the frozen weights the trained parts were trained beside: tiny-sd's UNet, the
+    VAE's encoder (which defines the latents they learned on; the decoder only draws the result, and
+    fine-tuning it does not unfit them) and tiny-clip (whose vision tower encodes the exemplar)."""
+    from safetensors import safe_open
     h = hashlib.sha256()
-    for f in ("tiny-sd/unet/diffusion_pytorch_model.safetensors", "tiny-sd/vae/diffusion_pytorch_model.safetensors",
-              "tiny-clip/model.safetensors"):
+    for f in ("tiny-sd/unet/diffusion_pytorch_model.safetensors", "tiny-clip/model.safetensors"):
         p = MODELS_DIR / f
         h.update(p.read_bytes() if p.exists() else b"")
+    vae = MODELS_DIR / "tiny-sd/vae/diffusion_pytorch_model.safetensors"
+    if vae.exists():
+        with safe_open(str(vae), "pt") as w:
+            for k in sorted(w.keys()):
+                if k.startswith(("encoder.", "quant_conv.")):
+                    t = w.get_tensor(k).contiguous()
+                    h.update(k.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+                    h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 

@@ -2,9 +2,9 @@
 
 Stages, in order: ``clip`` (tiny-clip), ``clip-text`` (its text tower refined with hard negatives
 and a token-identity term, so shape words stay apart), ``clip-vision`` (its vision tower refined
-with hard negative captions and an attribute read-out, so the class token holds the shape), ``vae`` (tiny-sd's VAE), ``unet`` (tiny-sd's UNet),
+with hard negative captions and an attribute read-out, so the class token holds the shape), ``vae`` (tiny-sd's VAE), ``vae-decoder`` (its decoder fine-tuned, encoder frozen), ``unet`` (tiny-sd's UNet),
 ``assemble`` (write data/models/tiny-sd and data/models/tiny-clip in fp16), ``card`` (measure them
-and write the model card). ``all`` runs the seven. Lessons' own weights: ``concept`` (notebook 04's
+and write the model card). ``all`` runs them in that order. Lessons' own weights: ``concept`` (notebook 04's
 concept LoRA / Textual Inversion, ``--method``) and ``pbe`` (notebook 05's Paint by Example,
 ``--method bottleneck|naive``).
 Every stage is seeded, stops at its time budget (``--minutes``), saves a resumable checkpoint under
@@ -22,18 +22,20 @@ import torch
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["clip", "clip-text", "clip-vision", "vae", "unet", "assemble", "card", "all", "concept", "pbe"])
+    p.add_argument("stage", choices=["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card", "all", "concept", "pbe"])
     p.add_argument("--minutes", type=float, default=None, help="time budget of this run")
     p.add_argument("--steps", type=int, default=None, help="total steps of the schedule")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--more-threads-when", type=Path, default=None,
-                   help="switch to 2 threads once this file exists (e.g. when a parallel stage ends)")
+                   help="vae, vae-decoder, unet: switch to 2 threads once this file exists (e.g. when a parallel stage ends)")
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--init-from", type=Path, default=None,
                    help="unet: start from these UNet weights when runs/unet has no checkpoint "
                         "(e.g. data/models/tiny-sd/unet on a machine without the training runs)")
+    p.add_argument("--oversample", default=None, metavar="SHAPE:FACTOR,...",
+                   help="unet: draw scenes naming these shapes FACTOR times as often, e.g. hexagon:2,star:1.5")
     p.add_argument("--train-text", action="store_true",
                    help="unet: fine-tune the text encoder (from tiny-clip's text tower) with the UNet, "
                         "in runs/unet-text (starts from runs/unet's EMA weights when they exist)")
@@ -48,7 +50,11 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     kw = {k: v for k, v in dict(minutes=a.minutes, steps=a.steps, batch=a.batch, lr=a.lr).items() if v is not None}
     kw.update(seed=a.seed)
-    stages = ["clip", "clip-text", "clip-vision", "vae", "unet", "assemble", "card"] if a.stage == "all" else [a.stage]
+    stages = ["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card"] if a.stage == "all" else [a.stage]
+    def on_step(step, flag=a.more_threads_when):
+        if flag is not None and step % 50 == 0 and flag.exists() and torch.get_num_threads() < 2:
+            torch.set_num_threads(2)
+
     for stage in stages:
         if stage == "clip":
             from .clip import train_clip
@@ -61,15 +67,21 @@ def main(argv=None):
             print("tiny-clip vision tower ->", refine_vision(**kw))
         elif stage == "vae":
             from .vae import train_vae
-
-            def on_step(step, flag=a.more_threads_when):
-                if flag is not None and step % 50 == 0 and flag.exists() and torch.get_num_threads() < 2:
-                    torch.set_num_threads(2)
             print("vae ->", train_vae(bf16=not a.no_bf16, on_step=on_step, **kw))
+        elif stage == "vae-decoder":
+            from .vae import train_decoder
+            print("vae decoder ->", train_decoder(bf16=not a.no_bf16, on_step=on_step, **kw))
         elif stage == "unet":
             from .unet import train_unet
+            over = None
+            if a.oversample:
+                try:
+                    over = {k.strip(): float(v) for k, v in (x.split(":") for x in a.oversample.split(","))}
+                except ValueError:
+                    p.error(f"--oversample {a.oversample!r}: write SHAPE:FACTOR pairs, e.g. hexagon:2,star:1.5")
             print("unet ->", train_unet(bf16=not a.no_bf16, init_from=a.init_from, train_text=a.train_text,
-                                      text_lr_scale=a.text_lr_scale, **kw))
+                                      text_lr_scale=a.text_lr_scale, oversample=over, on_step=on_step,
+                                      **kw))
         elif stage == "assemble":
             from .assemble import assemble
             print("models ->", assemble())

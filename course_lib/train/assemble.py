@@ -22,6 +22,8 @@ MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
 def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     out = Path(out)
     clip_dir, vae_dir, unet_ckpt = text_source(), RUNS / "vae" / "final", RUNS / "unet" / "ckpt"
+    if (RUNS / "vae-decoder" / "final" / "config.json").exists():  # the decoder fine-tuned, same encoder
+        vae_dir = RUNS / "vae-decoder" / "final"
     if (RUNS / "unet-text" / "ckpt" / "state.json").exists():  # UNet and text encoder trained together
         unet_ckpt = RUNS / "unet-text" / "ckpt"
     state = json.loads((unet_ckpt / "state.json").read_text())

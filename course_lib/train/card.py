@@ -11,13 +11,14 @@ import platform
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL
 
 from ..models import load_clip, load_pipeline, parameter_count
 from .assemble import MODELS, weights_megabytes
 from .clip import clip_retrieval_accuracy
 from .common import RUNS
 from .unet import earlier_runs, unet_config, word_similarity
-from .vae import vae_config, vae_quality
+from .vae import vae_config, vae_oracle_accuracy, vae_quality
 
 
 def _state(stage: str, ckpt: str = "ckpt") -> dict:
@@ -62,6 +63,8 @@ def write_card(out: Path = MODELS / "README.md", n_generations: int = 200, hardw
     clip, tok, _ = load_clip("tiny-clip", device="cpu", dtype="float32")
     retrieval = clip_retrieval_accuracy(clip, tok, 256)
     vq = vae_quality(pipe.vae, 200)
+    s_dec = _state("vae-decoder")
+    ceiling = vae_oracle_accuracy(pipe.vae, 120)
     share, _, _ = generation_accuracy(pipe, n=n_generations, steps=50, guidance=7.5)
     s_clip, s_vae, s_unet, s_joint = _state("clip"), _state("vae"), _state("unet"), _state("unet-text")
     shapes = ["circle", "square", "triangle", "star", "hexagon", "cross"]
@@ -105,6 +108,22 @@ trained together for {s_joint.get('step', '?')} more steps ({_minutes(s_joint):.
 encoder now puts its most similar pair of shape words at cosine **{sim_sd:.3f}**. tiny-clip keeps its own
 text tower, so tiny-sd's text encoder and tiny-clip's are no longer the same weights.
 """
+    decoder_text = ""
+    if s_dec:
+        src = Path(s_dec.get("source", ""))
+        before = (vae_oracle_accuracy(AutoencoderKL.from_pretrained(src, torch_dtype=torch.float32).eval(), 120)
+                  if s_dec.get("source") and (src / "config.json").exists() else None)
+        decoder_text = f"""
+**Decoder fine-tune** (`python -m course_lib.train vae-decoder`): the encoder frozen, so the latents
+(and the UNet and everything trained on them) are unchanged; the decoder and `post_quant_conv` trained
+{s_dec.get('step', '?')} more steps ({_minutes(s_dec):.0f} minutes, AdamW lr {s_dec.get('lr', '?')} with cosine decay over
+{s_dec.get('steps', '?')} steps, batch {s_dec.get('batch', '?')}, whole scenes) on L1 + MSE + {s_dec.get('edge_weight', '?')} x an edge
+loss (L1 between the images' horizontal and vertical pixel differences, which grows when corners are
+rounded off), with the encoder's latents perturbed by Gaussian noise of up to
+{s_dec.get('latent_noise', '?')} latent standard deviations, as the UNet's latents never lie exactly on the encoder's
+manifold.{f" The round-trip ceiling below was {100 * before['all']:.1f}% before it." if before else ""}
+"""
+    ceiling_shapes = ", ".join(f"{k} {a}/{b}" for k, (a, b) in sorted(ceiling["by_shape"].items()))
     chain = earlier_runs(s_unet)
 
     def tower(run):
@@ -177,9 +196,12 @@ conditions Paint by Example and scores text alignment in Imagic's curves.
 **VAE**: L1 + MSE + 1e-6 KL, AdamW lr 1e-3, 32x32 random crops for 70% of the schedule then whole
 scenes, bf16 autocast: {s_vae.get('step', '?')} steps, {_minutes(s_vae):.0f} minutes.
 Latent scaling factor {pipe.vae.config.scaling_factor:.4f} (1 / std of the training latents).
-
+{decoder_text}
 - reconstruction PSNR on 200 held-out scenes: **{vq['psnr']:.1f} dB**
 - mean absolute error per channel (R, G, B, of 255): {', '.join(f'{e:.2f}' for e in vq['channel_mae'])}
+- held-out single-object scenes the oracle still reads right (shape, colour, background) after a VAE
+  round trip, encode then decode, with no diffusion: **{100 * ceiling['all']:.1f}%** ({ceiling_shapes}). This is the
+  ceiling of the generation figure below: a latent the VAE cannot draw readably fails there too.
 
 **UNet**: epsilon prediction, min-SNR-5 weighting, 10% caption dropout (empty caption) for
 classifier-free guidance, AdamW lr {s_unet.get('lr', '?')} with 500 warm-up steps and cosine decay
@@ -196,7 +218,7 @@ More rows (DDIM inversion, seconds per image): `python -m course_lib.bench base`
 ## Training time and hardware
 
 All stages ran on {hardware}, beside other work on the same machine. CLIP
-{_minutes(s_clip):.0f} min and the VAE {_minutes(s_vae):.0f} min ran in parallel (one core each), then the UNet
+{_minutes(s_clip):.0f} min and the VAE {_minutes(s_vae):.0f} min ran in parallel (one core each){f", the VAE decoder's fine-tune {_minutes(s_dec):.0f} min" if s_dec else ""}, then the UNet
 {_minutes(s_unet) + earlier_minutes:.0f} min in all on one or two cores{f", the text refinement {_minutes(s_text):.0f} min" if s_text else ""}{f", the vision refinement {_minutes(s_vision):.0f} min" if s_vision else ""}{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_lib.train all` (resumable; each stage
 takes `--minutes`); on a GPU the same scripts run under `accelerate launch -m course_lib.train`.
 

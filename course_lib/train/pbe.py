@@ -166,7 +166,7 @@ def write_card(folder: Path):
              "and the image encoder's head (mapper, LayerNorm, projection, null vector); "
              "`course_lib.methods.pbe.tiny_pipeline(variant)` rebuilds the model from tiny-sd and tiny-clip, and "
              "writes the bottleneck variant as a diffusers folder that `PaintByExamplePipeline.from_pretrained` loads. "
-             "`base` is a hash of the tiny-sd and tiny-clip weights the parts were trained beside.", "",
+             "`base` is a hash of the weights the parts were trained beside: tiny-sd's UNet and VAE encoder, and tiny-clip.", "",
              "| variant | condition | augmentation | steps | batch | lr | minutes (2-core CPU, shared) | final loss |",
              "|---|---|---|---|---|---|---|---|"]
     for v in ("bottleneck", "naive"):

@@ -15,6 +15,7 @@ through the text encoder in the loop (it is small); the checkpoint holds both mo
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -124,6 +125,20 @@ def text_source() -> Path:
     return shipped
 
 
+def scene_weights(captions, oversample: dict[str, float]) -> torch.Tensor:
+    """One drawing weight per scene: the largest ``oversample`` factor among the shape words its
+    caption names (1 for a caption naming none of them)."""
+    from ..shapes.vocab import ALL_SHAPES
+    unknown = set(oversample) - set(ALL_SHAPES)
+    if unknown:
+        raise ValueError(f"oversample names no Shapes World shape: {sorted(unknown)}; shapes are {list(ALL_SHAPES)}")
+    if any(w <= 0 for w in oversample.values()):
+        raise ValueError(f"oversample factors must be positive: {oversample}")
+    return torch.tensor([max([oversample.get(w, 1.0) for w in re.findall(r"[a-z]+", c.lower())] or [1.0])
+                         for c in captions],
+                        dtype=torch.float64)
+
+
 def earlier_runs(state: dict) -> list[dict]:
     """The runs a UNet run started from (``--init-from``), oldest first: dicts with ``from``, ``step``,
     ``seconds_total`` and ``text`` (the text tower it was conditioned on, when recorded). Follows the
@@ -144,7 +159,11 @@ def earlier_runs(state: dict) -> list[dict]:
 def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000, batch: int = 48,
                lr: float = 5e-4, n_scenes: int = 40000, seed: int = 0, bf16: bool = True,
                cond_dropout: float = 0.1, snr_gamma: float = 5.0, init_from: Path | None = None,
-               train_text: bool = False, text_lr_scale: float = 0.5) -> Path:
+               train_text: bool = False, text_lr_scale: float = 0.5,
+               oversample: dict[str, float] | None = None, on_step=None) -> Path:
+    """``oversample``: shape word -> how many times as often scenes whose caption names that shape
+    are drawn (e.g. ``{"hexagon": 2}`` when hexagons are the shape the model gets wrong most often);
+    a scene naming several takes the largest. None draws every scene equally often."""
     out = Path(out or RUNS / ("unet-text" if train_text else "unet"))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -157,6 +176,7 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     d = prepare_cache(clip_dir, vae_dir, n_scenes, cache_dir / "cache.safetensors")
     latents = d["latents"].float() * d["scaling"]
     embs, index, null = d["embeddings"], d["index"], int(d["null"])
+    draw = scene_weights(scene_dataset(n_scenes)[1], oversample) if oversample else None
     unet = UNet2DConditionModel(**unet_config())
     text = ids = None
     if train_text:  # the caption ids in the cache's order (sorted distinct captions and "")
@@ -199,7 +219,8 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     bar = tqdm(total=steps, initial=step, desc="tiny-sd unet", disable=not acc.is_main_process)
     avg = None
     while step < steps and budget.left():
-        idx = torch.randint(len(latents), (batch,), generator=g)
+        idx = (torch.randint(len(latents), (batch,), generator=g) if draw is None
+               else torch.multinomial(draw, batch, replacement=True, generator=g))
         x0 = latents[idx]
         e_idx = index[idx].clone()
         e_idx[torch.rand(batch, generator=g) < cond_dropout] = null
@@ -222,6 +243,8 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
         ema.update(acc.unwrap_model(model), step)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         bar.update(1)
+        if on_step is not None:
+            on_step(step)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{avg:.4f}")
         if step % 500 == 0 or step == steps or not budget.left():
@@ -229,5 +252,6 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
                 "scaling_factor": float(d["scaling"]), "batch": batch, "lr": lr, "steps_planned": steps,
                 "train_text": train_text, "text_lr_scale": text_lr_scale if train_text else None,
                 "seconds_total": prev_seconds + time.time() - t0, "threads": torch.get_num_threads(),
-                "text": None if train_text else str(text_source()), "init": state.get("init")})
+                "text": None if train_text else str(text_source()), "init": state.get("init"),
+                "oversample": oversample or None})
     return out / "ckpt"
