@@ -134,6 +134,11 @@ manifold.{f" The round-trip ceiling below was {100 * before['all']:.1f}% before 
     init_text = "" if not chain else ", continuing from earlier runs on the same data: " + ", then ".join(
         f"{r['step']:,} steps in {(r.get('seconds_total') or float('nan')) / 60:.0f} minutes"
         + (f" {tower(r)}" if tower(r) else "") for r in chain) + (f"; this run {tower(s_unet)}" if tower(s_unet) else "")
+    over = s_unet.get("oversample") or {}
+    over_text = ("" if not over else " In this run scenes whose caption names "
+                 + ", ".join(f"a {k} ({v:g}x)" for k, v in over.items())
+                 + " were drawn that many times as often as the rest, as those are the shapes it drew wrong most often"
+                 " (`--oversample`).")
     earlier_minutes = sum((r.get("seconds_total") or 0) for r in chain) / 60
     hardware = hardware or f"{os.cpu_count()}-core CPU ({platform.machine()}), torch {torch.__version__}"
     params = {n: parameter_count(getattr(pipe, n)) / 1e6 for n in ("vae", "text_encoder", "unet")}
@@ -207,7 +212,7 @@ Latent scaling factor {pipe.vae.config.scaling_factor:.4f} (1 / std of the train
 classifier-free guidance, AdamW lr {s_unet.get('lr', '?')} with 500 warm-up steps and cosine decay
 over {s_unet.get('steps_planned', '?')} steps, batch {s_unet.get('batch', '?')}, gradient clipping 1.0, bf16 autocast, EMA 0.999
 (the EMA weights are shipped). The VAE latents and the text encoder's hidden states of all 40,000
-scenes are computed once before the loop. Trained {s_unet.get('step', '?')} steps in {_minutes(s_unet):.0f} minutes{init_text}.
+scenes are computed once before the loop. Trained {s_unet.get('step', '?')} steps in {_minutes(s_unet):.0f} minutes{init_text}.{over_text}
 {joint_text}
 - generations judged right by the oracle (shape, colour and background all right), 200 held-out
   single-object prompts, 50 DDIM steps, guidance 7.5: **{100 * share['all']:.1f}%**
