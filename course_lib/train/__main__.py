@@ -2,7 +2,8 @@
 
 Stages, in order: ``clip`` (tiny-clip), ``clip-text`` (its text tower refined with hard negatives
 and a token-identity term, so shape words stay apart), ``clip-vision`` (its vision tower refined
-with hard negative captions and an attribute read-out, so the class token holds the shape), ``vae`` (tiny-sd's VAE), ``vae-decoder`` (its decoder fine-tuned, encoder frozen), ``unet`` (tiny-sd's UNet),
+with hard negative captions and an attribute read-out, so the class token holds the shape), ``vae``
+(tiny-sd's VAE), ``vae-decoder`` (its decoder fine-tuned, encoder frozen), ``unet`` (tiny-sd's UNet),
 ``assemble`` (write data/models/tiny-sd and data/models/tiny-clip in fp16), ``card`` (measure them
 and write the model card). ``all`` runs them in that order. Lessons' own weights: ``concept`` (notebook 04's
 concept LoRA / Textual Inversion, ``--method``) and ``pbe`` (notebook 05's Paint by Example,
@@ -22,7 +23,8 @@ import torch
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card", "all", "concept", "pbe"])
+    p.add_argument("stage", choices=["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card",
+                                     "all", "concept", "pbe"])
     p.add_argument("--minutes", type=float, default=None, help="time budget of this run")
     p.add_argument("--steps", type=int, default=None, help="total steps of the schedule")
     p.add_argument("--batch", type=int, default=None)
@@ -50,7 +52,9 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     kw = {k: v for k, v in dict(minutes=a.minutes, steps=a.steps, batch=a.batch, lr=a.lr).items() if v is not None}
     kw.update(seed=a.seed)
-    stages = ["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card"] if a.stage == "all" else [a.stage]
+    stages = (["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card"] if a.stage == "all"
+              else [a.stage])
+
     def on_step(step, flag=a.more_threads_when):
         if flag is not None and step % 50 == 0 and flag.exists() and torch.get_num_threads() < 2:
             torch.set_num_threads(2)

@@ -125,15 +125,20 @@ def text_source() -> Path:
     return shipped
 
 
-def scene_weights(captions, oversample: dict[str, float]) -> torch.Tensor:
-    """One drawing weight per scene: the largest ``oversample`` factor among the shape words its
-    caption names (1 for a caption naming none of them)."""
+def check_oversample(oversample: dict[str, float]):
+    """Refuse shape words Shapes World does not have and factors that are not positive."""
     from ..shapes.vocab import ALL_SHAPES
     unknown = set(oversample) - set(ALL_SHAPES)
     if unknown:
         raise ValueError(f"oversample names no Shapes World shape: {sorted(unknown)}; shapes are {list(ALL_SHAPES)}")
     if any(w <= 0 for w in oversample.values()):
         raise ValueError(f"oversample factors must be positive: {oversample}")
+
+
+def scene_weights(captions, oversample: dict[str, float]) -> torch.Tensor:
+    """One drawing weight per scene: the largest ``oversample`` factor among the shape words its
+    caption names (1 for a caption naming none of them)."""
+    check_oversample(oversample)
     return torch.tensor([max([oversample.get(w, 1.0) for w in re.findall(r"[a-z]+", c.lower())] or [1.0])
                          for c in captions],
                         dtype=torch.float64)
@@ -164,6 +169,8 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     """``oversample``: shape word -> how many times as often scenes whose caption names that shape
     are drawn (e.g. ``{"hexagon": 2}`` when hexagons are the shape the model gets wrong most often);
     a scene naming several takes the largest. None draws every scene equally often."""
+    if oversample:
+        check_oversample(oversample)  # before minutes of encoding, not after
     out = Path(out or RUNS / ("unet-text" if train_text else "unet"))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
