@@ -122,6 +122,8 @@ def train_decoder(out: Path | None = None, minutes: float = 30, steps: int = 300
     model = acc.unwrap_model(vae)
     model.encoder.eval()
     g = torch.Generator().manual_seed(seed + step)
+    run = {"source": str(src), "lr": lr, "batch": batch, "edge_weight": edge_weight, "latent_noise": latent_noise,
+           "steps": steps}  # what the card reports, in every checkpoint
     budget, t0 = Budget(minutes), time.time()
     bar = tqdm(total=steps, initial=step, desc="tiny-sd vae decoder", disable=not acc.is_main_process)
     while step < steps and budget.left():
@@ -147,13 +149,17 @@ def train_decoder(out: Path | None = None, minutes: float = 30, steps: int = 300
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(rec.detach(), x).mean().item():.1f}")
         if step % 250 == 0:
-            save_checkpoint(out / "ckpt", model, opt, step,
-                            extra={"seconds_total": seconds + time.time() - t0, "source": str(src)})
-    extra = {"seconds_total": seconds + time.time() - t0, "source": str(src), "lr": lr, "batch": batch,
-             "edge_weight": edge_weight, "latent_noise": latent_noise, "steps": steps}
-    save_checkpoint(out / "ckpt", model, opt, step, extra=extra)
+            save_checkpoint(out / "ckpt", model, opt, step, extra={**run, "seconds_total": seconds + time.time() - t0})
+    save_checkpoint(out / "ckpt", model, opt, step, extra={**run, "seconds_total": seconds + time.time() - t0})
     model.save_pretrained(out / "final")
     return out / "final"
+
+
+@torch.no_grad()
+def round_trip(vae: AutoencoderKL, x: torch.Tensor, chunk: int = 50) -> torch.Tensor:
+    """Encode images in [-1, 1] to the posterior mean and decode them again, ``chunk`` at a time."""
+    return torch.cat([vae.decode(vae.encode(x[i:i + chunk]).latent_dist.mean).sample.float().clamp(-1, 1)
+                      for i in range(0, len(x), chunk)])
 
 
 @torch.no_grad()
@@ -165,10 +171,7 @@ def vae_oracle_accuracy(vae: AutoencoderKL, n: int = 120) -> dict:
 
     scenes = held_out_scenes(n)
     x = to_tensor(np.stack([np.asarray(s.image) for s in scenes])).to(vae.device, vae.dtype)
-    rec = []
-    for i in range(0, n, 40):
-        rec.append(vae.decode(vae.encode(x[i:i + 40]).latent_dist.mean).sample.float().clamp(-1, 1))
-    imgs = ((torch.cat(rec).permute(0, 2, 3, 1) + 1) / 2).cpu().numpy()
+    imgs = ((round_trip(vae, x, chunk=40).permute(0, 2, 3, 1) + 1) / 2).cpu().numpy()
     per: dict[str, list[int]] = {}
     right = 0
     for im, s in zip(imgs, scenes):
@@ -185,9 +188,6 @@ def vae_quality(vae: AutoencoderKL, n: int = 200, seed_offset: int = HELD_OUT_SE
     """Reconstruction PSNR (dB) and per-channel mean absolute error (0-255) on held-out scenes."""
     images, _ = scene_dataset(n, seed_offset=seed_offset, cache=False, workers=1)
     x = to_tensor(images)
-    recs = []
-    for i in range(0, n, 50):
-        recs.append(vae.decode(vae.encode(x[i:i + 50]).latent_dist.mode()).sample.clamp(-1, 1))
-    rec = torch.cat(recs)
+    rec = round_trip(vae, x, chunk=50)
     err = ((rec - x).abs() * 127.5).mean((0, 2, 3))
     return {"psnr": psnr(rec, x).mean().item(), "channel_mae": err.tolist()}
