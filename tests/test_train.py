@@ -271,3 +271,57 @@ def test_oversampling_weights_scenes_by_the_shapes_they_name():
         scene_weights(caps, {"hexagons": 2})
     with pytest.raises(ValueError, match="positive"):
         scene_weights(caps, {"star": 0})
+
+
+def test_earlier_runs_follow_the_record_shipped_with_the_models(tmp_path):
+    """A run started from the shipped UNet (``--init-from data/models/tiny-sd/unet``) on a machine
+    without runs/ still knows the chain of runs behind those weights."""
+    from course_lib.train.unet import earlier_runs
+    (tmp_path / "tiny-sd" / "unet").mkdir(parents=True)
+    (tmp_path / "tiny-sd" / "training.json").write_text(json.dumps({"unet": {
+        "step": 300, "seconds_total": 120.0, "text": "runs/clip-text/final",
+        "init": {"from": "runs/unet/ckpt/ema.safetensors", "step": 700, "seconds_total": 60.0, "init": None}}}))
+    state = {"step": 5, "init": {"from": str(tmp_path / "tiny-sd" / "unet"), "step": None, "seconds_total": None}}
+    chain = earlier_runs(state)
+    assert [r["step"] for r in chain] == [700, 300]
+    assert chain[1]["text"] == "runs/clip-text/final"
+
+
+def test_assemble_in_place_without_runs_keeps_the_shipped_parts_and_records(tmp_path, monkeypatch):
+    """On a machine with only the shipped models and a new UNet run: assemble over the shipped folder
+    reads every part before replacing it, keeps the VAE and tiny-clip, and writes the records."""
+    import shutil
+
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    from course_lib.train import assemble as asm
+    from course_lib.train import unet as unet_mod
+    shipped = asm.MODELS
+    models, runs = tmp_path / "models", tmp_path / "runs"
+    for part in ("tiny-sd", "tiny-clip"):
+        shutil.copytree(shipped / part, models / part)
+    for mod in (common, unet_mod, asm):
+        monkeypatch.setattr(mod, "RUNS", runs)
+    monkeypatch.setattr(common, "MODELS", models)
+    monkeypatch.setattr(asm, "MODELS", models)
+    monkeypatch.setattr(asm, "text_source", lambda: models / "tiny-clip")
+    monkeypatch.setattr(asm, "vision_source", lambda: models / "tiny-clip")
+    unet_mod.train_unet(out=runs / "unet", minutes=None, steps=1, batch=2, n_scenes=8, bf16=False,
+                        init_from=models / "tiny-sd" / "unet")
+    vae_before = load_file(models / "tiny-sd" / "vae" / "diffusion_pytorch_model.safetensors")
+    clip_before = load_file(models / "tiny-clip" / "model.safetensors")
+    asm.assemble(out=models)
+    pipe = StableDiffusionPipeline.from_pretrained(models / "tiny-sd", safety_checker=None)
+    assert pipe.unet.config.in_channels == 4
+    vae_after = load_file(models / "tiny-sd" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert vae_after.keys() == vae_before.keys() and all(torch.equal(vae_after[k], vae_before[k]) for k in vae_before)
+    clip_after = load_file(models / "tiny-clip" / "model.safetensors")
+    assert all(torch.equal(clip_after[k], clip_before[k]) for k in clip_before)
+    records = json.loads((models / "tiny-sd" / "training.json").read_text())
+    assert records["unet"]["step"] == 1  # the new run, which started from the shipped one
+    assert records["unet"]["init"]["from"] == str(models / "tiny-sd" / "unet")
+    shipped_records = json.loads((shipped / "tiny-sd" / "training.json").read_text())
+    assert records["unet"]["init"]["step"] == shipped_records["unet"]["step"]
+    assert records["vae"] == shipped_records["vae"]  # a stage not run here keeps its shipped record
+    assert records["unet"]["text"] == shipped_records["unet"]["text"]

@@ -13,35 +13,49 @@ from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
 from .clip import image_processor
 from .clip_vision import vision_source
-from .common import RUNS
+from .common import MODELS, RECORD_STAGES, RUNS, run_record
 from .unet import noise_scheduler_config, text_source, unet_config
 
-MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
 
 
 def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
+    """Stages whose run is not on this machine (``runs/``) are taken from the shipped models, so
+    ``assemble`` after a UNet run continued with ``--init-from data/models/tiny-sd/unet`` works;
+    every part is loaded before anything is overwritten. ``tiny-sd/training.json`` keeps each
+    stage's training record for the model card."""
     out = Path(out)
+    shipped = MODELS / "tiny-sd"
     clip_dir, vae_dir, unet_ckpt = text_source(), RUNS / "vae" / "final", RUNS / "unet" / "ckpt"
     if (RUNS / "vae-decoder" / "final" / "config.json").exists():  # the decoder fine-tuned, same encoder
         vae_dir = RUNS / "vae-decoder" / "final"
+    elif not (vae_dir / "config.json").exists():
+        vae_dir = shipped / "vae"
     if (RUNS / "unet-text" / "ckpt" / "state.json").exists():  # UNet and text encoder trained together
         unet_ckpt = RUNS / "unet-text" / "ckpt"
+    if not (unet_ckpt / "state.json").exists():
+        raise FileNotFoundError(f"no UNet run in {unet_ckpt}: train one first (`python -m course_lib.train unet`)")
     state = json.loads((unet_ckpt / "state.json").read_text())
     weights = load_file(unet_ckpt / ("ema.safetensors" if use_ema else "model.safetensors"))
     joint = state.get("train_text", False)
+    records = {stage: run_record(stage) for stage in RECORD_STAGES}
+    records = {k: v for k, v in records.items() if v}
+    # everything read before anything in out/ is replaced (the sources may be the shipped folders)
+    clip = CLIPModel.from_pretrained(clip_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(clip_dir)
+    vae = AutoencoderKL.from_pretrained(vae_dir)
+    vision_dir = vision_source()
+    refined = CLIPModel.from_pretrained(vision_dir) if Path(vision_dir) != Path(clip_dir) else None
     sd = out / "tiny-sd"
     if sd.exists():
         shutil.rmtree(sd)
     # text encoder = tiny-clip's text tower, tokenizer = tiny-clip's tokenizer
-    clip = CLIPModel.from_pretrained(clip_dir)
     text = CLIPTextModel(clip.config.text_config)
     getattr(text, "text_model", text).load_state_dict(clip.text_model.state_dict())
     if joint:
         text.load_state_dict({k[5:]: v for k, v in weights.items() if k.startswith("text.")})
     text.half().save_pretrained(sd / "text_encoder")
     legacy_text_keys(sd / "text_encoder" / "model.safetensors")
-    CLIPTokenizer.from_pretrained(clip_dir).save_pretrained(sd / "tokenizer")
-    vae = AutoencoderKL.from_pretrained(vae_dir)
+    tokenizer.save_pretrained(sd / "tokenizer")
     vae.register_to_config(scaling_factor=float(state["scaling_factor"]))
     vae.half().save_pretrained(sd / "vae")
     unet = UNet2DConditionModel(**unet_config())
@@ -55,10 +69,9 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
         "image_encoder": [None, None]}, indent=1))
+    (sd / "training.json").write_text(json.dumps(records, indent=1))
     tc = out / "tiny-clip"
-    vision_dir = vision_source()
-    if Path(vision_dir) != Path(clip_dir):  # the refined vision tower, beside the text tower tiny-sd reads
-        refined = CLIPModel.from_pretrained(vision_dir)
+    if refined is not None:  # the refined vision tower, beside the text tower tiny-sd reads
         a, b = clip.text_model.state_dict(), refined.text_model.state_dict()
         if any(not torch.equal(a[k].float(), b[k].float()) for k in a):
             raise ValueError(f"{vision_dir} was refined beside another text tower than {clip_dir}; "
@@ -67,7 +80,7 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     if tc.exists():
         shutil.rmtree(tc)
     clip.half().save_pretrained(tc)
-    CLIPTokenizer.from_pretrained(clip_dir).save_pretrained(tc)
+    tokenizer.save_pretrained(tc)
     image_processor().save_pretrained(tc)
     return out
 

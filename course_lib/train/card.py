@@ -5,7 +5,6 @@ script or read from the checkpoints' state.json files; nothing is typed in by ha
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -16,14 +15,13 @@ from diffusers import AutoencoderKL
 from ..models import load_clip, load_pipeline, parameter_count
 from .assemble import MODELS, weights_megabytes
 from .clip import clip_retrieval_accuracy
-from .common import RUNS
+from .common import RUNS, run_record
 from .unet import earlier_runs, unet_config, word_similarity
 from .vae import vae_config, vae_oracle_accuracy, vae_quality
 
 
-def _state(stage: str, ckpt: str = "ckpt") -> dict:
-    p = RUNS / stage / ckpt / "state.json"
-    return json.loads(p.read_text()) if p.exists() else {}
+def _state(stage: str) -> dict:
+    return run_record(stage)
 
 
 def _minutes(state: dict) -> float:
@@ -112,7 +110,8 @@ text tower, so tiny-sd's text encoder and tiny-clip's are no longer the same wei
     if s_dec:
         src = Path(s_dec.get("source", ""))
         before = (vae_oracle_accuracy(AutoencoderKL.from_pretrained(src, torch_dtype=torch.float32).eval(), 120)
-                  if s_dec.get("source") and (src / "config.json").exists() else None)
+                  if s_dec.get("source") and (src / "config.json").exists()
+                  else {"all": s_dec["ceiling_before"]} if "ceiling_before" in s_dec else None)
         decoder_text = f"""
 **Decoder fine-tune** (`python -m course_lib.train vae-decoder`): the encoder frozen, so the latents
 (and the UNet and everything trained on them) are unchanged; the decoder and `post_quant_conv` trained
@@ -128,7 +127,8 @@ manifold.{f" The round-trip ceiling below was {100 * before['all']:.1f}% before 
 
     def tower(run):
         t = str(run.get("text") or "")
-        return ("on the refined text tower" if "clip-text" in t else
+        refined = "clip-text" in t or (Path(t).name == "tiny-clip" and bool(s_text))  # shipped = refined
+        return ("on the refined text tower" if refined else
                 "on the text tower before its refinement" if "clip" in t else "")
 
     init_text = "" if not chain else ", continuing from earlier runs on the same data: " + ", then ".join(

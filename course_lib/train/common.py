@@ -16,6 +16,36 @@ from safetensors.torch import load_file, save_file
 from ..shapes.world import make_scene
 
 RUNS = Path(os.environ.get("COURSE_RUNS", Path(__file__).resolve().parents[2] / "runs"))
+MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
+# The training records (each stage's state.json) of the shipped models, written by ``assemble`` beside
+# the weights, so the card and a continued run still know how they were made on a machine without runs/.
+RECORD_STAGES = ("clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "unet-text")
+
+
+def shipped_records(models: Path | None = None) -> dict:
+    p = Path(models or MODELS) / "tiny-sd" / "training.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def run_record(stage: str, models: Path | None = None) -> dict:
+    """A stage's training record: ``runs/STAGE/ckpt/state.json`` when that run is on this machine,
+    else the record shipped with the models (``data/models/tiny-sd/training.json``), else {}."""
+    p = RUNS / stage / "ckpt" / "state.json"
+    if p.is_file():
+        return json.loads(p.read_text())
+    return shipped_records(models).get(stage, {})
+
+
+def record_beside(weights: str | Path) -> dict:
+    """The record of the UNet run that wrote ``weights``: the ``state.json`` beside a checkpoint file,
+    or the shipped UNet's record when ``weights`` is a shipped ``tiny-sd/unet`` folder."""
+    p = Path(weights)
+    if (p.parent / "state.json").is_file():
+        return json.loads((p.parent / "state.json").read_text())
+    if (p.parent / "training.json").is_file():
+        rec = json.loads((p.parent / "training.json").read_text())
+        return rec.get("unet-text") or rec.get("unet") or {}
+    return {}
 HELD_OUT_SEED_OFFSET = 10_000_000  # evaluation scenes use seeds from here on; training below
 
 

@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .common import EMA, RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
+from .common import (EMA, RUNS, Budget, autocast, cosine_lr, load_checkpoint, record_beside, save_checkpoint,
+                     scene_dataset, shipped_records, to_tensor)
 from .clip import CLIP_DIM
 
 
@@ -125,6 +126,15 @@ def text_source() -> Path:
     return shipped
 
 
+def text_record() -> str:
+    """Where the text tower a UNet run is conditioned on came from, for its record: the run folder, or,
+    for the shipped tiny-clip, the folder its text tower was trained in (from the shipped UNet's record)."""
+    src = text_source()
+    if RUNS in src.parents:
+        return str(src)
+    return shipped_records().get("unet", {}).get("text") or str(src)
+
+
 def check_oversample(oversample: dict[str, float]):
     """Refuse shape words Shapes World does not have and factors that are not positive."""
     from ..shapes.vocab import ALL_SHAPES
@@ -150,12 +160,14 @@ def earlier_runs(state: dict) -> list[dict]:
     chain recorded in ``state["init"]``, and the ``state.json`` beside an ``init["from"]`` file where a
     record has no chain of its own."""
     chain, init = [], state.get("init")
-    while init and init.get("step"):
-        if "init" not in init or "text" not in init:
-            beside = Path(init.get("from", "")).parent / "state.json"
-            if beside.is_file():
-                prior = json.loads(beside.read_text())
-                init = {**init, "init": init.get("init") or prior.get("init"), "text": init.get("text") or prior.get("text")}
+    while init and (init.get("step") or init.get("from")) and len(chain) < 100:  # 100: a record naming itself
+        if not init.get("step") or "init" not in init or "text" not in init:
+            prior = record_beside(init.get("from", ""))
+            init = {**init, "step": init.get("step") or prior.get("step"),
+                    "seconds_total": init.get("seconds_total") or prior.get("seconds_total"),
+                    "init": init.get("init") or prior.get("init"), "text": init.get("text") or prior.get("text")}
+            if not init["step"]:
+                break
         chain.append(init)
         init = init.get("init")
     return chain[::-1]
@@ -210,8 +222,7 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
                  else UNet2DConditionModel.from_pretrained(start).state_dict())
             unet.load_state_dict({k: v.float() for k, v in w.items()})
             ema = EMA(model, decay=0.999)
-            before = start.parent / "state.json"  # the run those weights came from, for the model card
-            prior = json.loads(before.read_text()) if before.exists() else {}
+            prior = record_beside(start)  # the run those weights came from, for the model card
             state = {"init": {"from": str(start), "step": prior.get("step"),
                               "seconds_total": prior.get("seconds_total"), "text": prior.get("text"),
                               "init": prior.get("init")}}  # the whole chain of earlier runs
@@ -259,6 +270,6 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
                 "scaling_factor": float(d["scaling"]), "batch": batch, "lr": lr, "steps_planned": steps,
                 "train_text": train_text, "text_lr_scale": text_lr_scale if train_text else None,
                 "seconds_total": prev_seconds + time.time() - t0, "threads": torch.get_num_threads(),
-                "text": None if train_text else str(text_source()), "init": state.get("init"),
+                "text": None if train_text else text_record(), "init": state.get("init"),
                 "oversample": oversample or None})
     return out / "ckpt"
