@@ -155,7 +155,9 @@ Load them with `course_lib.load_pipeline("tiny-sd")` and `course_lib.load_clip("
 directly with `diffusers.StableDiffusionPipeline.from_pretrained("data/models/tiny-sd")` and
 `transformers.CLIPModel.from_pretrained("data/models/tiny-clip")`.
 
-This card is written by `python -m course_lib.train.card`; every figure below is measured by it.
+This card is written by `python -m course_lib.train.card`; every figure below is measured by it, and
+every training figure (steps, minutes, settings) comes from the training records that `assemble` keeps
+beside the weights in `tiny-sd/training.json`.
 
 ## Data
 
