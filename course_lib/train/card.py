@@ -81,7 +81,7 @@ The contrastive loss only reads the pooled end-of-text state, and random in-batc
 colour, background or position anyway, so the per-word hidden states — which the UNet's
 cross-attention reads — never needed the shape: the most similar pair of shape words in the same
 caption ("a red ... on a white background") had hidden states at cosine
-{f"**{sim_before:.3f}**" if sim_before is not None else "0.99"} after contrastive training, and a UNet
+{f"**{sim_before:.3f}**" if sim_before is not None else f"**{s_text['cosine_before']:.3f}**" if "cosine_before" in s_text else "0.99"} after contrastive training, and a UNet
 conditioned on them drew one amoeba-like blob for several shape words. The text tower (vision tower
 frozen) was then trained {s_text.get('step', '?')} steps ({_minutes(s_text):.0f} minutes, batch {s_text.get('batch', '?')}, AdamW lr
 {s_text.get('lr', '?')}) on the contrastive loss with **hard negatives** (each caption with one shape word,
