@@ -280,7 +280,7 @@ def test_earlier_runs_follow_the_record_shipped_with_the_models(tmp_path):
     (tmp_path / "tiny-sd" / "unet").mkdir(parents=True)
     (tmp_path / "tiny-sd" / "training.json").write_text(json.dumps({"unet": {
         "step": 300, "seconds_total": 120.0, "text": "runs/clip-text/final",
-        "init": {"from": "runs/unet/ckpt/ema.safetensors", "step": 700, "seconds_total": 60.0, "init": None}}}))
+        "init": {"from": str(tmp_path / "gone" / "ema.safetensors"), "step": 700, "seconds_total": 60.0, "init": None}}}))
     state = {"step": 5, "init": {"from": str(tmp_path / "tiny-sd" / "unet"), "step": None, "seconds_total": None}}
     chain = earlier_runs(state)
     assert [r["step"] for r in chain] == [700, 300]

@@ -17,7 +17,6 @@ from .common import MODELS, RECORD_STAGES, RUNS, run_record
 from .unet import noise_scheduler_config, text_source, unet_config
 
 
-
 def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     """Stages whose run is not on this machine (``runs/``) are taken from the shipped models, so
     ``assemble`` after a UNet run continued with ``--init-from data/models/tiny-sd/unet`` works;

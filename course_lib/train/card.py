@@ -76,12 +76,14 @@ def write_card(out: Path = MODELS / "README.md", n_generations: int = 200, hardw
         before = CLIPModel.from_pretrained(RUNS / "clip" / "final", torch_dtype=torch.float32).eval()
         sim_before = off_diag(word_similarity(before.text_model, CLIPTokenizer.from_pretrained(RUNS / "clip" / "final"),
                                               shapes))
+    cos_before = sim_before if sim_before is not None else s_text.get("cosine_before")  # recorded when runs/ is gone
+    cos_before = f"**{cos_before:.3f}**" if cos_before is not None else "0.99"
     refined = f"""**Text tower refinement** (`python -m course_lib.train clip-text`, `course_lib/train/clip_text.py`).
 The contrastive loss only reads the pooled end-of-text state, and random in-batch negatives differ in
 colour, background or position anyway, so the per-word hidden states — which the UNet's
 cross-attention reads — never needed the shape: the most similar pair of shape words in the same
 caption ("a red ... on a white background") had hidden states at cosine
-{f"**{sim_before:.3f}**" if sim_before is not None else f"**{s_text['cosine_before']:.3f}**" if "cosine_before" in s_text else "0.99"} after contrastive training, and a UNet
+{cos_before} after contrastive training, and a UNet
 conditioned on them drew one amoeba-like blob for several shape words. The text tower (vision tower
 frozen) was then trained {s_text.get('step', '?')} steps ({_minutes(s_text):.0f} minutes, batch {s_text.get('batch', '?')}, AdamW lr
 {s_text.get('lr', '?')}) on the contrastive loss with **hard negatives** (each caption with one shape word,
@@ -127,8 +129,8 @@ manifold.{f" The round-trip ceiling below was {100 * before['all']:.1f}% before 
 
     def tower(run):
         t = str(run.get("text") or "")
-        refined = "clip-text" in t or (Path(t).name == "tiny-clip" and bool(s_text))  # shipped = refined
-        return ("on the refined text tower" if refined else
+        is_refined = "clip-text" in t or (Path(t).name == "tiny-clip" and bool(s_text))  # shipped = refined
+        return ("on the refined text tower" if is_refined else
                 "on the text tower before its refinement" if "clip" in t else "")
 
     init_text = "" if not chain else ", continuing from earlier runs on the same data: " + ", then ".join(

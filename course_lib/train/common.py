@@ -46,6 +46,8 @@ def record_beside(weights: str | Path) -> dict:
         rec = json.loads((p.parent / "training.json").read_text())
         return rec.get("unet-text") or rec.get("unet") or {}
     return {}
+
+
 HELD_OUT_SEED_OFFSET = 10_000_000  # evaluation scenes use seeds from here on; training below
 
 

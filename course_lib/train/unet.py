@@ -14,7 +14,6 @@ through the text encoder in the loop (it is small); the checkpoint holds both mo
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
