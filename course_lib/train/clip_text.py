@@ -31,7 +31,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from ..shapes.vocab import COLOR_NAMES, SHAPES
 from .clip import image_processor
-from .common import HELD_OUT_SEED_OFFSET, RUNS, Budget, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
+from .common import HELD_OUT_SEED_OFFSET, MODELS, RUNS, Budget, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
 
 NEGATIVE_KINDS = ("shape", "color", "binding")
 
@@ -97,7 +97,7 @@ def refine_text(out: Path | None = None, minutes: float = 15, steps: int = 600, 
     rng = random.Random(seed)
     src = RUNS / "clip" / "final"
     if not src.exists():
-        src = Path(__file__).resolve().parents[2] / "data" / "models" / "tiny-clip"
+        src = MODELS / "tiny-clip"
     model = CLIPModel.from_pretrained(src, torch_dtype=torch.float32)
     tok = CLIPTokenizer.from_pretrained(src)
     images, captions = scene_dataset(n_scenes)

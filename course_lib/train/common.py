@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..models import MODELS_DIR
 from ..shapes.world import make_scene
 
 RUNS = Path(os.environ.get("COURSE_RUNS", Path(__file__).resolve().parents[2] / "runs"))
-MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
+MODELS = MODELS_DIR  # data/models: the shipped weights
 # The training records (each stage's state.json) of the shipped models, written by ``assemble`` beside
 # the weights, so the card and a continued run still know how they were made on a machine without runs/.
 RECORD_STAGES = ("clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "unet-text")

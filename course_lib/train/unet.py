@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .common import (EMA, RUNS, Budget, autocast, cosine_lr, load_checkpoint, record_beside, save_checkpoint,
+from .common import (EMA, MODELS, RUNS, Budget, autocast, cosine_lr, load_checkpoint, record_beside, save_checkpoint,
                      scene_dataset, shipped_records, to_tensor)
 from .clip import CLIP_DIM
 
@@ -118,11 +118,10 @@ def prepare_cache(clip_dir: Path, vae_dir: Path, n_scenes: int, cache: Path) -> 
 
 def text_source() -> Path:
     """The text tower tiny-sd is conditioned on: the refined one (``clip-text``) when it exists."""
-    shipped = Path(__file__).resolve().parents[2] / "data" / "models" / "tiny-clip"
     for d in (RUNS / "clip-text" / "final", RUNS / "clip" / "final"):
         if d.exists():
             return d
-    return shipped
+    return MODELS / "tiny-clip"
 
 
 def text_record() -> str:
@@ -186,9 +185,8 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     acc = Accelerator()
-    shipped = Path(__file__).resolve().parents[2] / "data" / "models"
     clip_dir = text_source()
-    vae_dir = RUNS / "vae" / "final" if (RUNS / "vae" / "final").exists() else shipped / "tiny-sd" / "vae"
+    vae_dir = RUNS / "vae" / "final" if (RUNS / "vae" / "final").exists() else MODELS / "tiny-sd" / "vae"
     cache_dir = RUNS / "unet" if train_text else out
     cache_dir.mkdir(parents=True, exist_ok=True)
     d = prepare_cache(clip_dir, vae_dir, n_scenes, cache_dir / "cache.safetensors")

@@ -17,7 +17,8 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from .common import HELD_OUT_SEED_OFFSET, RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
+from .common import (HELD_OUT_SEED_OFFSET, MODELS, RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint,
+                     scene_dataset, to_tensor)
 
 
 def vae_config() -> dict:
@@ -88,7 +89,6 @@ def edge_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def decoder_source() -> Path:
     """The VAE a decoder fine-tune starts from: the VAE run's final weights, or the shipped VAE on a
     machine without the runs."""
-    from .assemble import MODELS
     run = RUNS / "vae" / "final"
     return run if (run / "config.json").exists() else MODELS / "tiny-sd" / "vae"
 
