@@ -161,3 +161,30 @@ def test_imagic_runs_on_sd_layouts(kind):
     assert images[0].size == (64, 64)
     assert _same(before, _snapshot(pipe.unet))
     assert res.seconds["embedding"] >= 0 and "sample" in res.seconds
+
+
+def test_bench_reads_a_true_edit_as_succeeded_and_kept_and_the_input_as_not_edited():
+    from course_lib.bench.base import held_out_scenes
+    from course_lib.bench.imagic import VALIDATION_OFFSET, edit_succeeded, imagic_case, object_kept
+    from course_lib.shapes.world import render_spec
+    scenes = held_out_scenes(9, offset=VALIDATION_OFFSET)
+    good = 0
+    for i, s in enumerate(scenes):
+        spec, kind, new = imagic_case(s, i)
+        truth = render_spec(spec).image  # the edit done right: the oracle's ground truth
+        assert not edit_succeeded(s.image, s.spec, kind, new), f"case {i} ({kind}): the input read as edited"
+        if kind != "color":  # an unedited input still shows its object (a colour edit asks for the new colour)
+            assert object_kept(s.image, s, kind, new)
+        good += edit_succeeded(truth, s.spec, kind, new) and object_kept(truth, s, kind, new)
+        other = scenes[(i + 1) % len(scenes)]
+        if other.objects[0].shape != s.objects[0].shape:  # another object, elsewhere: not kept
+            assert not object_kept(other.image, s, "aspect", "tall")
+    assert good >= 8, f"only {good} of 9 true edits read as succeeded and kept"
+
+
+def test_choose_eta_takes_the_best_share_and_the_smaller_eta_on_a_tie():
+    from course_lib.bench.imagic import choose_eta
+    assert choose_eta({0.5: [False, False], 0.7: [True, False], 0.9: [True, True], 1.0: [True, True]}) == 0.9
+    assert choose_eta({1.0: [True], 0.6: [True], 0.8: [False]}) == 0.6
+    with pytest.raises(ValueError):
+        choose_eta({0.7: []})
