@@ -45,21 +45,22 @@ VALIDATION_OFFSET = 55_000  # validation scenes; the test scenes start at 50_000
 KEPT_DISTANCE = 0.125  # the edited object's centroid within this share of the side of the input's
 
 
-def edit_succeeded(image, source_spec, kind: str, new: str) -> bool:
+def edit_succeeded(image, source_spec, kind: str, new: str, reading=None) -> bool:
+    """``reading``: the oracle's reading of ``image`` when the caller already has it."""
     o = source_spec.objects[0]
-    r = read_image(image)
+    r = reading or read_image(image)
     if kind == "color":
         return r.find(color=new) is not None
     seen = r.find(color=o.color)
     return seen is not None and getattr(seen, kind) == new
 
 
-def object_kept(image, source_scene, kind: str, new: str) -> bool:
+def object_kept(image, source_scene, kind: str, new: str, reading=None) -> bool:
     """The edited image still shows the input's object: the oracle finds it (by its new colour after a
     colour edit, else by its colour) with the input's shape and its centroid within
-    :data:`KEPT_DISTANCE` of the side from the input's."""
+    :data:`KEPT_DISTANCE` of the side from the input's. ``reading`` as in :func:`edit_succeeded`."""
     o = source_scene.objects[0]
-    seen = read_image(image).find(color=new if kind == "color" else o.color)
+    seen = (reading or read_image(image)).find(color=new if kind == "color" else o.color)
     if seen is None or seen.shape != o.shape:
         return False
     moved = np.hypot(*(np.asarray(seen.centroid, float) - np.asarray(o.centroid, float)))
@@ -87,10 +88,12 @@ def run_cases(pipe, scenes, config: ImagicConfig, etas, progress_name: str | Non
         images = imagic_sample(pipe, res, etas, seed=i)
         seconds.append(time.perf_counter() - t)
         kinds.append(kind)
+        rs = read_image(s.image)
         for e, im in zip(etas, images):
-            ok[e].append(edit_succeeded(im, s.spec, kind, new))
-            kept[e].append(object_kept(im, s, kind, new))
-            bg[e].append(edit_scores(s.image, im, spec, source_mask=s.objects[0].mask)[1])
+            rt = read_image(im)  # one reading per image serves all three scores
+            ok[e].append(edit_succeeded(im, s.spec, kind, new, reading=rt))
+            kept[e].append(object_kept(im, s, kind, new, reading=rt))
+            bg[e].append(edit_scores(s.image, im, spec, source_mask=s.objects[0].mask, readings=(rs, rt))[1])
     return ok, kept, bg, kinds, seconds
 
 
