@@ -106,7 +106,7 @@ def imagic(smoke: bool | None = None) -> list[Row]:
     config = ImagicConfig(num_inference_steps=pick(50, 20))
     if smoke:
         config = config.smaller(0.3)
-    n_val = 3 if smoke else 12
+    n_val = 3 if smoke else 24  # 8 of each edit kind; one scene moves the share by 4 points
     etas = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     v_ok, v_kept, *_ = run_cases(pipe, held_out_scenes(n_val, offset=VALIDATION_OFFSET), config, etas,
                                  None if smoke else "imagic validation")
