@@ -41,6 +41,20 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else 1.0
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of the bounding boxes of two masks: where and how large, whatever the outline."""
+    def box(m):
+        ys, xs = np.nonzero(np.asarray(m, bool))
+        return (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else None
+    p, q = box(a), box(b)
+    if p is None or q is None:
+        return 1.0 if p is q else 0.0
+    w = max(0, min(p[2], q[2]) - max(p[0], q[0]))
+    h = max(0, min(p[3], q[3]) - max(p[1], q[1]))
+    inter = w * h
+    return float(inter / ((p[2] - p[0]) * (p[3] - p[1]) + (q[2] - q[0]) * (q[3] - q[1]) - inter))
+
+
 def mean_distance(points_a, points_b, image_side: float | None = None) -> float:
     """Mean Euclidean distance between paired points; in % of the image side if given."""
     d = np.linalg.norm(np.asarray(points_a, float) - np.asarray(points_b, float), axis=-1).mean()

@@ -158,3 +158,30 @@ def test_lambda_sliders_callback():
         w.select(4, 0, 0)
     box = w.widget(source_image=a)  # the ipywidgets wiring builds and draws once
     assert len(box.children[0].children) == 3
+
+
+def test_box_iou_reads_place_and_size_not_outline():
+    import numpy as np
+
+    from course_lib.metrics import box_iou, mask_iou
+    a = np.zeros((20, 20), bool)
+    a[5:15, 5:15] = True
+    disc = np.zeros((20, 20), bool)
+    yy, xx = np.mgrid[:20, :20]
+    disc[(yy - 9.5) ** 2 + (xx - 9.5) ** 2 <= 25] = True  # the circle inscribed in a's box
+    assert box_iou(a, disc) == pytest.approx(1.0)
+    assert mask_iou(a, disc) < 0.85
+    b = np.zeros((20, 20), bool)
+    b[5:15, 10:20] = True  # half overlapping: 50 / 150
+    assert box_iou(a, b) == pytest.approx(1 / 3)
+    assert box_iou(a, np.zeros_like(a)) == 0.0
+
+
+def test_pose_ceiling_is_the_iou_of_a_perfect_swap():
+    from course_lib.bench.photoswap import pose_ceiling
+    from course_lib.shapes.world import single_object
+    for shape in ("circle", "square", "star"):
+        mask_i, box_i = pose_ceiling(single_object(shape, "red", "white", size="large"))
+        assert 0.3 < mask_i < 0.9 and 0.3 < box_i < 1.0  # another outline: never the same pixels
+    mask_i, box_i = pose_ceiling(single_object("heart", "blue", "white", size="large"))
+    assert mask_i == pytest.approx(1.0) and box_i == pytest.approx(1.0)  # the concept's own shape: the same pixels
