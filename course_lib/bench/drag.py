@@ -48,9 +48,11 @@ def drag_case(scene, i: int):
         hi = np.array([x1, y1]) + np.maximum(d * dist, 0) + 3
         if (g >= 2).all() and (g <= side - 3).all() and (lo >= 0).all() and (hi <= side).all():
             break
-    inside = ((g >= 0) & (g <= side - 1)).all(1)  # no direction fits: drop extra handles that would leave
-    inside[0] = True
-    h, g = h[inside], g[inside]
+    else:  # no direction fits: drop extra handles that would leave, and stop the first one at the edge
+        inside = ((g >= 0) & (g <= side - 1)).all(1)
+        inside[0] = True
+        h, g = h[inside], g[inside]
+        g[0] = np.clip(g[0], 2, side - 3)
     mask = np.zeros((side, side), bool)
     lo, hi = np.clip(lo, 0, side).astype(int), np.clip(hi, 0, side).astype(int)
     mask[lo[1]:hi[1], lo[0]:hi[0]] = True
