@@ -1,4 +1,11 @@
-"""Suites ``p2p`` and ``pnp``: oracle-scored word swaps and translations on tiny-sd."""
+"""Suites ``p2p`` and ``pnp``: oracle-scored word swaps and translations on tiny-sd.
+
+Real (rendered) scenes are edited from two starts: null-text inversion (the P2P paper's), and plain
+DDIM inversion at guidance 1 sampled with the ordinary empty-prompt unconditional embedding. On
+tiny-sd the second reconstructs less exactly but leaves the target prompt room to act: on 12
+validation scenes apart from the bench's, null-text starts gave colour swaps 67% and shape swaps 0%,
+whatever P2P's injection settings; DDIM starts 83% and 50%.
+"""
 from __future__ import annotations
 
 import time
@@ -8,7 +15,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..inversion import null_text_inversion
+from ..inversion import ddim_invert, null_text_inversion
 from ..methods.p2p import P2PEdit, p2p_edit
 from ..methods.pnp import pnp_translate
 from ..metrics import mask_iou, psnr
@@ -139,7 +146,8 @@ def p2p(smoke: bool | None = None) -> list[Row]:
     # prompt alone from the same inverted latent and null-text embeddings
     k = 4 if smoke else 30
     res_r, rec = {"p2p": [], "naive": []}, []
-    t_nt = 0.0
+    res_d, rec_d = {"p2p": [], "naive": []}, []
+    t_nt = t_ddim = 0.0
     for i, s in enumerate(held_out_scenes(k, offset=30_000)):
         spec, _, _ = swap_case(s, i)
         kind = "colour" if i % 2 == 0 else "shape"
@@ -153,9 +161,20 @@ def p2p(smoke: bool | None = None) -> list[Row]:
         rec.append(psnr(s.image, src))
         res_r["p2p"].append(_swap_record(kind, s.image, tgt, s.spec, spec, s.objects[0].mask))
         res_r["naive"].append(_swap_record(kind, s.image, naive, s.spec, spec, s.objects[0].mask))
+        t = time.perf_counter()  # the same edit from a plain DDIM inversion (guidance 1), empty-prompt uncond
+        zD = ddim_invert(pipe, s.image, s.caption, steps, 1.0, progress=False)[-1]
+        t_ddim += time.perf_counter() - t
+        src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=zD, progress=False)
+        naive = sample(pipe, spec.caption, steps, 7.5, latents=zD, progress=False)[0]
+        rec_d.append(psnr(s.image, src))
+        res_d["p2p"].append(_swap_record(kind, s.image, tgt, s.spec, spec, s.objects[0].mask))
+        res_d["naive"].append(_swap_record(kind, s.image, naive, s.spec, spec, s.objects[0].mask))
     rows.append(Row("p2p", "null-text inversion reconstruction PSNR", float(np.mean(rec)), " dB", 30,
                     detail=f"{k} rendered scenes, guidance 7.5, {t_nt / k:.0f} s each"))
     _swap_rows(rows, "real (inverted)", res_r, k)
+    rows.append(Row("p2p", "DDIM inversion (guidance 1) reconstruction PSNR, sampled at guidance 7.5", float(np.mean(rec_d)),
+                    " dB", detail=f"the same {k} scenes, empty-prompt uncond, {t_ddim / k:.1f} s each"))
+    _swap_rows(rows, "real (DDIM inverted)", res_d, k)
     return rows
 
 
