@@ -142,39 +142,35 @@ def p2p(smoke: bool | None = None) -> list[Row]:
     _swap_rows(rows, "generated", res, n)
     rows.append(Row("p2p", "seconds per P2P edit (source + target)", t_edit / n, " s",
                     detail=f"{steps} steps on {cfg.device}"))
-    # real (rendered) sources through null-text inversion; the naive baseline samples the target
-    # prompt alone from the same inverted latent and null-text embeddings
+    # real (rendered) sources from two starts, null-text inversion and plain DDIM inversion (guidance 1,
+    # the empty-prompt uncond); the naive baseline samples the target prompt alone from the same start
     k = 4 if smoke else 30
-    res_r, rec = {"p2p": [], "naive": []}, []
-    res_d, rec_d = {"p2p": [], "naive": []}, []
-    t_nt = t_ddim = 0.0
+    starts = {"null-text": lambda s: null_text_inversion(pipe, s.image, s.caption, steps, 7.5, progress=False),
+              "DDIM": lambda s: (ddim_invert(pipe, s.image, s.caption, steps, 1.0, progress=False)[-1], None)}
+    res_r = {name: {"p2p": [], "naive": []} for name in starts}
+    rec = {name: [] for name in starts}
+    seconds = dict.fromkeys(starts, 0.0)
     for i, s in enumerate(held_out_scenes(k, offset=30_000)):
         spec, _, _ = swap_case(s, i)
         kind = "colour" if i % 2 == 0 else "shape"
-        t = time.perf_counter()
-        zT, u = null_text_inversion(pipe, s.image, s.caption, steps, 7.5, progress=False)
-        t_nt += time.perf_counter() - t
         edit = replace(_edit(), local_blend=[spec.objects[0].shape, s.spec.objects[0].shape])
-        src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=zT, uncond_embeddings=u,
-                            progress=False)
-        naive = sample(pipe, spec.caption, steps, 7.5, latents=zT, uncond_embeddings=u, progress=False)[0]
-        rec.append(psnr(s.image, src))
-        res_r["p2p"].append(_swap_record(kind, s.image, tgt, s.spec, spec, s.objects[0].mask))
-        res_r["naive"].append(_swap_record(kind, s.image, naive, s.spec, spec, s.objects[0].mask))
-        t = time.perf_counter()  # the same edit from a plain DDIM inversion (guidance 1), empty-prompt uncond
-        zD = ddim_invert(pipe, s.image, s.caption, steps, 1.0, progress=False)[-1]
-        t_ddim += time.perf_counter() - t
-        src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=zD, progress=False)
-        naive = sample(pipe, spec.caption, steps, 7.5, latents=zD, progress=False)[0]
-        rec_d.append(psnr(s.image, src))
-        res_d["p2p"].append(_swap_record(kind, s.image, tgt, s.spec, spec, s.objects[0].mask))
-        res_d["naive"].append(_swap_record(kind, s.image, naive, s.spec, spec, s.objects[0].mask))
-    rows.append(Row("p2p", "null-text inversion reconstruction PSNR", float(np.mean(rec)), " dB", 30,
-                    detail=f"{k} rendered scenes, guidance 7.5, {t_nt / k:.0f} s each"))
-    _swap_rows(rows, "real (inverted)", res_r, k)
-    rows.append(Row("p2p", "DDIM inversion (guidance 1) reconstruction PSNR, sampled at guidance 7.5", float(np.mean(rec_d)),
-                    " dB", detail=f"the same {k} scenes, empty-prompt uncond, {t_ddim / k:.1f} s each"))
-    _swap_rows(rows, "real (DDIM inverted)", res_d, k)
+        for name, invert in starts.items():
+            t = time.perf_counter()
+            zT, u = invert(s)
+            seconds[name] += time.perf_counter() - t
+            src, tgt = p2p_edit(pipe, s.caption, spec.caption, edit, steps, latents=zT, uncond_embeddings=u,
+                                progress=False)
+            naive = sample(pipe, spec.caption, steps, 7.5, latents=zT, uncond_embeddings=u, progress=False)[0]
+            rec[name].append(psnr(s.image, src))
+            res_r[name]["p2p"].append(_swap_record(kind, s.image, tgt, s.spec, spec, s.objects[0].mask))
+            res_r[name]["naive"].append(_swap_record(kind, s.image, naive, s.spec, spec, s.objects[0].mask))
+    rows.append(Row("p2p", "null-text inversion reconstruction PSNR", float(np.mean(rec["null-text"])), " dB", 30,
+                    detail=f"{k} rendered scenes, guidance 7.5, {seconds['null-text'] / k:.0f} s each"))
+    _swap_rows(rows, "real (inverted)", res_r["null-text"], k)
+    rows.append(Row("p2p", "DDIM inversion (guidance 1) reconstruction PSNR, sampled at guidance 7.5",
+                    float(np.mean(rec["DDIM"])), " dB",
+                    detail=f"the same {k} scenes, empty-prompt uncond, {seconds['DDIM'] / k:.1f} s each"))
+    _swap_rows(rows, "real (DDIM inverted)", res_r["DDIM"], k)
     return rows
 
 

@@ -157,7 +157,8 @@ def photoswap_suite(smoke: bool | None = None) -> list[Row]:
                 detail=f"{steps} steps, {cfg.device}, {torch.get_num_threads()} thread(s)")]
     # real (rendered) sources through null-text inversion
     real, t_inv, t_edit = [], 0.0, 0.0
-    for i, s in enumerate(swap_cases(k, offset=70_000)):
+    real_cases = swap_cases(k, offset=70_000)
+    for i, s in enumerate(real_cases):
         o = s.spec.objects[0]
         tgt = concept_prompt(s.caption, [o.color, o.shape], [V.CONCEPT_TOKEN, "shape"])
         t = time.perf_counter()
@@ -173,7 +174,7 @@ def photoswap_suite(smoke: bool | None = None) -> list[Row]:
             "%", 80, detail=f"{k} rendered scenes; purple alone {100 * np.mean([x['purple'] for x in real]):.0f}%"),
         Row("photoswap", "photoswap: pose kept, real", float(np.mean([x["iou"] for x in real])), "", 0.8,
             detail=f"box IoU {np.mean([x['box_iou'] for x in real]):.2f}; a perfect swap "
-                   f"{np.mean([pose_ceiling(s)[0] for s in swap_cases(k, offset=70_000)]):.2f}"),
+                   f"{np.mean([pose_ceiling(s)[0] for s in real_cases]):.2f}"),
         Row("photoswap", "photoswap: background PSNR, real", float(np.nanmean([x["bg"] for x in real])), " dB", 28),
         Row("photoswap", "seconds per real edit (null-text inversion + swap)", (t_inv + t_edit) / k, " s",
             detail=f"inversion {t_inv / k:.0f} s")]
