@@ -169,14 +169,21 @@ def write_card(folder: Path):
              "`base` is a hash of the weights the parts were trained beside: tiny-sd's UNet and VAE encoder, and tiny-clip.", "",
              "| variant | condition | augmentation | steps | batch | lr | minutes (2-core CPU, shared) | final loss |",
              "|---|---|---|---|---|---|---|---|"]
-    for v in ("bottleneck", "naive"):
-        f = folder / f"{v}.json"
-        if f.exists():
-            d = json.loads(f.read_text())
-            cond = "class token -> mapper -> LayerNorm -> projection (1 token)" if v == "bottleneck" else "all 65 CLIP tokens"
-            aug = "flip, rotation, blur, elastic; Bezier masks" if d["augment"] else "none (box masks, raw crops)"
-            lines.append(f"| {v} | {cond} | {aug} | {d['steps']} | {d['batch']} | {d['lr']:g} | {d['minutes']} | "
-                         f"{d['final_loss']:.4f} |")
+    records = {v: json.loads((folder / f"{v}.json").read_text()) for v in ("bottleneck", "naive")
+               if (folder / f"{v}.json").exists()}
+    for v, d in records.items():
+        cond = "class token -> mapper -> LayerNorm -> projection (1 token)" if v == "bottleneck" else "all 65 CLIP tokens"
+        aug = "flip, rotation, blur, elastic; Bezier masks" if d["augment"] else "none (box masks, raw crops)"
+        lines.append(f"| {v} | {cond} | {aug} | {d['steps']} | {d['batch']} | {d['lr']:g} | {d['minutes']} | "
+                     f"{d['final_loss']:.4f} |")
+    measured = [(v, d["measured"]) for v, d in records.items() if d.get("measured")]
+    if measured:  # recorded in <variant>.json after a bench run; retraining rewrites the record without it
+        lines += ["", "Measured on these weights by `python -m course_lib.bench pbe` (20 held-out cases, 50 steps, "
+                  "guidance 5; bars: shape + colour >= 80%, unmasked region >= 30 dB):", "",
+                  "| variant | exemplar shape + colour in the mask | colour alone | unmasked region PSNR | "
+                  "with `blend_known`: shape + colour / colour / PSNR |", "|---|---|---|---|---|"]
+        lines += [f"| {v} | {m['shape+color']:.0f}% | {m['color']:.0f}% | {m['bg']:.1f} dB | "
+                  f"{m['blend_shape+color']:.0f}% / {m['blend_color']:.0f}% / {m['blend_bg']:.1f} dB |" for v, m in measured]
     lines += ["", "20% of conditions replaced by the learnable null vector. Measured quality: "
               "`python -m course_lib.bench pbe` (and notebook 05). Training continues from `runs/pbe-<variant>` "
               "when run again with a larger `--steps`.", ""]
