@@ -159,11 +159,15 @@ def test_self_supervised_sample():
 
 
 def test_trainable_parts():
-    assert trainable_names("unet.conv_in.weight")
-    assert trainable_names("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight")
-    assert not trainable_names("unet.down_blocks.0.resnets.0.conv1.weight")
-    assert trainable_names("image_encoder.uncond_vector") and trainable_names("image_encoder.proj_out.weight")
-    assert not trainable_names("image_encoder.model.encoder.layers.0.mlp.fc1.weight")
+    for parts in ("all", "attention"):
+        assert trainable_names("unet.conv_in.weight", parts)
+        assert trainable_names("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight", parts)
+        assert trainable_names("image_encoder.uncond_vector", parts) and trainable_names("image_encoder.proj_out.weight", parts)
+        assert not trainable_names("image_encoder.model.encoder.layers.0.mlp.fc1.weight", parts)
+    assert trainable_names("unet.down_blocks.0.resnets.0.conv1.weight", "all")
+    assert not trainable_names("unet.down_blocks.0.resnets.0.conv1.weight", "attention")
+    with pytest.raises(ValueError, match="unet_parts"):
+        trainable_names("unet.conv_in.weight", "resnets")
 
 
 def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
@@ -172,22 +176,28 @@ def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
     import course_lib.train.pbe as tp
     monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
     out = tp.train_pbe("bottleneck", minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
-                       bf16=False)
+                       bf16=False, unet_parts="attention")
     w = load_file(out)
     assert w and all(v.dtype == torch.float16 for v in w.values())
     assert any(k.startswith("image_encoder.mapper") for k in w) and "unet.conv_in.weight" in w
     assert not any(".resnets." in k for k in w)
     # resumes from its checkpoint
     tp.train_pbe("bottleneck", minutes=None, steps=3, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
-                 bf16=False)
+                 bf16=False, unet_parts="attention")
     import json
     assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 3
+    # a checkpoint of other UNet parts is moved aside, not resumed; "all" stores the whole UNet
+    w = load_file(tp.train_pbe("bottleneck", minutes=None, steps=1, batch=2, n_scenes=8, out=tmp_path / "w",
+                               progress=False, bf16=False, unet_parts="all"))
+    assert any(".resnets." in k for k in w)
+    assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 1
+    assert (tmp_path / "runs" / f"pbe-bottleneck-{tp.base_fingerprint()}-attention" / "state.json").exists()
     # a checkpoint trained on other tiny-sd weights is moved aside, not resumed
     old_base = tp.base_fingerprint()
     monkeypatch.setattr(tp, "base_fingerprint", lambda: "another-model")
     tp.train_pbe("bottleneck", minutes=None, steps=1, batch=2, n_scenes=8, out=tmp_path / "w", progress=False, bf16=False)
     assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 1
-    assert (tmp_path / "runs" / f"pbe-bottleneck-{old_base}" / "state.json").exists()
+    assert (tmp_path / "runs" / f"pbe-bottleneck-{old_base}-all" / "state.json").exists()
 
 
 def test_blend_known_keeps_the_latent_outside_the_mask(clip):

@@ -118,13 +118,20 @@ class NaiveImageEncoder(torch.nn.Module):
         return (h, self.uncond_vector) if return_uncond_vector else h
 
 
-def trainable_names(name: str) -> bool:
-    """Which parameters Paint by Example trains here: the UNet's input convolution (for the 5 new
-    channels) and its attention layers, and the encoder's head (mapper, LayerNorm, projection, null
-    vector). The rest (UNet ResNets, the CLIP vision tower, the VAE) stays as initialised."""
+UNET_PARTS = ("all", "attention")
+
+
+def trainable_names(name: str, unet_parts: str = "all") -> bool:
+    """Which parameters Paint by Example trains here: the whole UNet (``unet_parts="all"``, as the
+    paper fine-tunes Stable Diffusion's) or only its input convolution (for the 5 new channels) and
+    attention layers (``"attention"``, a seventh of the weights to store), and the encoder's head
+    (mapper, LayerNorm, projection, null vector). The CLIP vision tower and the VAE stay as
+    initialised (frozen in the paper too)."""
+    if unet_parts not in UNET_PARTS:
+        raise ValueError(f"unet_parts must be one of {UNET_PARTS}, got {unet_parts!r}")
     if name.startswith("unet."):
         n = name[5:]
-        return n.startswith("conv_in.") or ".attn1." in n or ".attn2." in n
+        return unet_parts == "all" or n.startswith("conv_in.") or ".attn1." in n or ".attn2." in n
     if name.startswith("image_encoder."):
         return not name.startswith("image_encoder.model.")
     return False
@@ -167,12 +174,12 @@ def build_pipeline(sd_pipe, clip, clip_processor, variant: str = "bottleneck"):
     return pipe
 
 
-def trainable_state(pipe) -> dict[str, torch.Tensor]:
+def trainable_state(pipe, unet_parts: str = "all") -> dict[str, torch.Tensor]:
     """The trained parameters (see :func:`trainable_names`), keyed ``unet.*`` / ``image_encoder.*``."""
     out = {}
     for part in ("unet", "image_encoder"):
         for k, v in getattr(pipe, part).state_dict().items():
-            if trainable_names(f"{part}.{k}"):
+            if trainable_names(f"{part}.{k}", unet_parts):
                 out[f"{part}.{k}"] = v
     return out
 

@@ -45,6 +45,8 @@ def main(argv=None):
                    help="unet --train-text: the text encoder's learning rate as a multiple of --lr")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="lora", help="concept: lora | textual_inversion; pbe: bottleneck | naive")
+    p.add_argument("--unet-parts", default="all", choices=["all", "attention"],
+                   help="pbe: train the whole UNet (the paper) or only its input convolution and attention layers")
     p.add_argument("--prior-weight", type=float, default=None,
                    help="concept (lora, dreambooth): weight of the prior-preservation loss (default 1.0; 0 = none)")
     a = p.parse_args(argv)
@@ -95,7 +97,7 @@ def main(argv=None):
         elif stage == "pbe":
             from .pbe import train_pbe
             print("paint by example ->", train_pbe(variant=a.method if a.method != "lora" else "bottleneck",
-                                                   bf16=not a.no_bf16, **kw))
+                                                   bf16=not a.no_bf16, unet_parts=a.unet_parts, **kw))
         elif stage == "card":
             from .card import write_card
             write_card()

@@ -4,9 +4,10 @@ The paper's self-supervised recipe (:mod:`course_lib.methods.pbe`): for a scene 
 objects, the mask is the object's box (Bezier-warped), the reference is the box crop (flipped,
 rotated, blurred, elastically warped), the target is the scene itself. 20% of the conditions are
 replaced by the learnable null vector. The UNet starts from tiny-sd's (9 input channels, the 5 new
-ones zero) and the image encoder from tiny-clip's vision tower; trained: the UNet's input
-convolution and attention layers and the encoder's head (mapper, LayerNorm, projection, null
-vector). ``naive`` conditions on all image tokens and uses neither augmentation.
+ones zero) and the image encoder from tiny-clip's vision tower; trained: the whole UNet
+(``--unet-parts all``, as the paper) or only its input convolution and attention layers
+(``attention``), and the encoder's head (mapper, LayerNorm, projection, null vector). ``naive``
+conditions on all image tokens and uses neither augmentation.
 
 Resumable (safetensors checkpoints under ``runs/pbe-<variant>``), stops at ``--minutes``; at the end
 the trained parameters are written in fp16 to ``data/models/pbe-tiny/<variant>.safetensors``.
@@ -67,7 +68,8 @@ class _Trainable(torch.nn.Module):
 
 def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: int = 4000, batch: int = 16,
               lr: float = 3e-4, seed: int = 0, bf16: bool = True, n_scenes: int = 6000, null_p: float = 0.2,
-              out: Path | None = None, save_every: int = 50, progress: bool = True) -> Path:
+              out: Path | None = None, save_every: int = 50, progress: bool = True, unet_parts: str = "all") -> Path:
+    trainable_names("unet.conv_in.weight", unet_parts)  # a clear error for an unknown choice, before loading
     torch.manual_seed(seed)
     augment = variant == "bottleneck"
     run = RUNS / f"pbe-{variant}"
@@ -77,18 +79,20 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     model = _Trainable(pipe)
     params = []
     for name, p in model.named_parameters():
-        p.requires_grad_(trainable_names(name))
+        p.requires_grad_(trainable_names(name, unet_parts))
         if p.requires_grad:
             params.append(p)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     base = base_fingerprint()  # the tiny-sd and tiny-clip weights this run trains beside
     stamp = run / "state.json"
-    trained_base = json.loads(stamp.read_text()).get("base") if stamp.exists() else base
-    if trained_base != base:
-        # the checkpoint holds a whole UNet: resuming it would train on (and ship) the old tiny-sd
-        aside = run.with_name(f"{run.name}-{trained_base or 'unknown'}")
+    old = json.loads(stamp.read_text()) if stamp.exists() else {"base": base, "unet_parts": unet_parts}
+    trained_base, trained_parts = old.get("base"), old.get("unet_parts", "attention")
+    if trained_base != base or trained_parts != unet_parts:
+        # the checkpoint holds a whole UNet: resuming it would train on (and ship) the old tiny-sd, or
+        # continue a schedule that trained other parts
+        aside = run.with_name(f"{run.name}-{trained_base or 'unknown'}-{trained_parts}")
         run.rename(aside)
-        print(f"{run} was trained on other tiny-sd or tiny-clip weights: moved to {aside}, starting afresh")
+        print(f"{run} was trained on other tiny-sd or tiny-clip weights or UNet parts: moved to {aside}, starting afresh")
     state = load_checkpoint(run, model, opt)
     step = state.get("step", 0)
     seconds = state.get("seconds", 0.0)
@@ -141,13 +145,16 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if step % save_every == 0:
-            save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base})
-    save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base})
+            save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base,
+                                                          "unet_parts": unet_parts})
+    save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base,
+                                                          "unet_parts": unet_parts})
     out = Path(out or TINY)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().half().contiguous() for k, v in trainable_state(pipe).items()},
-              out / f"{variant}.safetensors", metadata={"base": base, "steps": str(step)})
-    info = {"variant": variant, "steps": step, "batch": batch, "lr": lr, "null_p": null_p, "augment": augment,
+    save_file({k: v.detach().half().contiguous() for k, v in trainable_state(pipe, unet_parts).items()},
+              out / f"{variant}.safetensors", metadata={"base": base, "steps": str(step), "unet_parts": unet_parts})
+    info = {"variant": variant, "unet_parts": unet_parts, "steps": step, "batch": batch, "lr": lr, "null_p": null_p,
+            "augment": augment,
             "scenes": len(images), "minutes": round(seconds / 60, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None,
             "base": base}
     (out / f"{variant}.json").write_text(json.dumps(info, indent=1))
@@ -162,24 +169,29 @@ def write_card(folder: Path):
              "Trained by `python -m course_lib.train pbe --method bottleneck|naive` (`course_lib/train/pbe.py`) with "
              "the paper's self-supervised recipe on 6,000 rendered training scenes (one object box each). "
              "Initialisation: tiny-sd's UNet with 9 input channels (the 5 new ones zero) and VAE, tiny-clip's vision "
-             "tower. Only the trained parameters are stored, fp16: the UNet's input convolution and attention layers "
-             "and the image encoder's head (mapper, LayerNorm, projection, null vector); "
+             "tower. Only the trained parameters are stored, fp16: the UNet (whole, or only its input convolution "
+             "and attention layers: column `UNet trained`) and the image encoder's head (mapper, LayerNorm, projection, "
+             "null vector); the CLIP vision tower and the VAE stay frozen, as in the paper. "
              "`course_lib.methods.pbe.tiny_pipeline(variant)` rebuilds the model from tiny-sd and tiny-clip, and "
              "writes the bottleneck variant as a diffusers folder that `PaintByExamplePipeline.from_pretrained` loads. "
              "`base` is a hash of the weights the parts were trained beside: tiny-sd's UNet and VAE encoder, and tiny-clip.", "",
-             "| variant | condition | augmentation | steps | batch | lr | minutes (2-core CPU, shared) | final loss |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| variant | condition | augmentation | UNet trained | steps | batch | lr | minutes (2-core CPU, shared) | final loss |",
+             "|---|---|---|---|---|---|---|---|---|"]
     records = {v: json.loads((folder / f"{v}.json").read_text()) for v in ("bottleneck", "naive")
                if (folder / f"{v}.json").exists()}
     for v, d in records.items():
         cond = "class token -> mapper -> LayerNorm -> projection (1 token)" if v == "bottleneck" else "all 65 CLIP tokens"
         aug = "flip, rotation, blur, elastic; Bezier masks" if d["augment"] else "none (box masks, raw crops)"
-        lines.append(f"| {v} | {cond} | {aug} | {d['steps']} | {d['batch']} | {d['lr']:g} | {d['minutes']} | "
+        parts = "whole" if d.get("unet_parts", "attention") == "all" else "input conv + attention"
+        lines.append(f"| {v} | {cond} | {aug} | {parts} | {d['steps']} | {d['batch']} | {d['lr']:g} | {d['minutes']} | "
                      f"{d['final_loss']:.4f} |")
+    if len({d.get("unet_parts", "attention") for d in records.values()}) > 1:
+        lines += ["", "The two variants differ in the UNet parts they trained as well as in their condition: two whole "
+                  "UNets would not fit the course's 40 MB of committed weights."]
     measured = [(v, d["measured"]) for v, d in records.items() if d.get("measured")]
     if measured:  # recorded in <variant>.json after a bench run; retraining rewrites the record without it
-        lines += ["", "Measured on these weights by `python -m course_lib.bench pbe` (20 held-out cases, 50 steps, "
-                  "guidance 5; bars: shape + colour >= 80%, unmasked region >= 30 dB):", "",
+        lines += ["", "Measured on these weights by `python -m course_lib.bench pbe` (20 held-out cases, the exemplar "
+                  "cropped to its box as in training, 50 steps, guidance 5; bars: shape + colour >= 80%, unmasked region >= 30 dB):", "",
                   "| variant | exemplar shape + colour in the mask | colour alone | unmasked region PSNR | "
                   "with `blend_known`: shape + colour / colour / PSNR |", "|---|---|---|---|---|"]
         lines += [f"| {v} | {m['shape+color']:.0f}% | {m['color']:.0f}% | {m['bg']:.1f} dB | "
