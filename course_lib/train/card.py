@@ -152,7 +152,8 @@ manifold.{f" The round-trip ceiling below was {100 * before['all']:.1f}% before 
     card = f"""# Embedded models: tiny-sd and tiny-clip
 
 Both are trained by this repository's own scripts (`course_lib/train`) on **Shapes World**, the
-course's procedural dataset, and stored as fp16 safetensors ({weights_megabytes():.1f} MB together).
+course's procedural dataset, and stored as fp16 safetensors (all weights in `data/models`, Paint by Example's and
+the concepts' included: {weights_megabytes():.1f} MB).
 Load them with `course_lib.load_pipeline("tiny-sd")` and `course_lib.load_clip("tiny-clip")`, or
 directly with `diffusers.StableDiffusionPipeline.from_pretrained("data/models/tiny-sd")` and
 `transformers.CLIPModel.from_pretrained("data/models/tiny-clip")`.
