@@ -148,14 +148,13 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
             save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base,
                                                           "unet_parts": unet_parts})
     save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base,
-                                                          "unet_parts": unet_parts})
+                                                  "unet_parts": unet_parts})
     out = Path(out or TINY)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().half().contiguous() for k, v in trainable_state(pipe, unet_parts).items()},
               out / f"{variant}.safetensors", metadata={"base": base, "steps": str(step), "unet_parts": unet_parts})
     info = {"variant": variant, "unet_parts": unet_parts, "steps": step, "batch": batch, "lr": lr, "null_p": null_p,
-            "augment": augment,
-            "scenes": len(images), "minutes": round(seconds / 60, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None,
+            "augment": augment, "scenes": len(images), "minutes": round(seconds / 60, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None,
             "base": base}
     (out / f"{variant}.json").write_text(json.dumps(info, indent=1))
     write_card(out)
