@@ -59,6 +59,19 @@ def pbe_suite(smoke: bool | None = None) -> list[Row]:
     cfg = bench_config(smoke)
     smoke = cfg.smoke
     steps, n = cfg.pick(50, 20), (4 if smoke else 20)
+    cases = pbe_cases(n)
+
+    def paint_all(pipe, cases, blend=False):
+        """(scores per case, seconds per edit); case i is painted from seed i."""
+        res, t_all = [], 0.0
+        for i, (s, m, ref, sh, c) in enumerate(cases):
+            t = time.perf_counter()
+            out = paint_by_example(pipe, s.image, m, ref, steps, 5.0, generator=torch.Generator().manual_seed(i),
+                                   blend_known=blend)[0]
+            t_all += time.perf_counter() - t
+            res.append(pbe_scores(s.image, out, m, sh, c))
+        return res, t_all / len(cases)
+
     rows = []
     for variant in ("bottleneck", "naive"):
         try:
@@ -67,13 +80,7 @@ def pbe_suite(smoke: bool | None = None) -> list[Row]:
             rows.append(Row("pbe", f"{variant}: weights", float("nan"), "", None, detail=str(err)))
             continue
         for blend in (False, True):
-            res, t_all = [], 0.0
-            for i, (s, m, ref, sh, c) in enumerate(pbe_cases(n)):
-                t = time.perf_counter()
-                out = paint_by_example(pipe, s.image, m, ref, steps, 5.0, generator=torch.Generator().manual_seed(i),
-                                       blend_known=blend)[0]
-                t_all += time.perf_counter() - t
-                res.append(pbe_scores(s.image, out, m, sh, c))
+            res, seconds = paint_all(pipe, cases, blend)
             ours = variant == "bottleneck"
             tag = f"{variant}{' + blend_known' if blend else ''}"
             rows += [
@@ -81,14 +88,12 @@ def pbe_suite(smoke: bool | None = None) -> list[Row]:
                     80 if ours else None, detail=f"{n} cases; colour alone {100 * np.mean([x['color'] for x in res]):.0f}%"),
                 Row("pbe", f"{tag}: background PSNR outside the mask", float(np.mean([x["bg"] for x in res])), " dB",
                     30 if ours else None),
-                Row("pbe", f"{tag}: seconds per edit", t_all / n, " s",
+                Row("pbe", f"{tag}: seconds per edit", seconds, " s",
                     detail=f"{steps} steps, guidance 5, {cfg.device}, {torch.get_num_threads()} thread(s)")]
-            if variant == "bottleneck" and not blend:
+            if ours and not blend:
                 rows.append(Row("pbe", f"{tag}: painted object's area / mask area", 100 * np.mean([x["fill"] for x in res]),
                                 "%", detail="the object of the exemplar's colour; 0 where none"))
-                loose = [pbe_scores(s.image, paint_by_example(pipe, s.image, m, ref, steps, 5.0,
-                                                             generator=torch.Generator().manual_seed(i))[0], m, sh, c)
-                         for i, (s, m, ref, sh, c) in enumerate(pbe_cases(n, crop=False))]
+                loose, _ = paint_all(pipe, pbe_cases(n, crop=False))
                 rows.append(Row("pbe", f"{tag}, exemplar not cropped (object in a 64 px white image): shape+colour",
                                 100 * np.mean([x["shape+color"] for x in loose]), "%",
                                 detail=f"colour alone {100 * np.mean([x['color'] for x in loose]):.0f}%; painted area "
