@@ -47,6 +47,12 @@ def null_text_inversion(pipe, image, prompt: str, num_inference_steps: int = 50,
     Returns ``(z_T, uncond_embeddings)``: pass both to :func:`course_lib.sampling.sample` (or an
     editing method) with the same prompt, step count and guidance to reconstruct the image.
     Reference settings: Adam, 10 inner steps, lr 1e-2 * (1 - i/100), early stop at 1e-5 + 2e-5 i.
+
+    ``inner_steps`` sets how tightly the embedding is fitted to this one image, and so trades exactness
+    for room to edit: a tight fit keeps drawing the source whatever the prompt says. On tiny-sd, over
+    24 Prompt-to-Prompt swaps of rendered scenes (``course_lib.bench.editing.NULL_TEXT_FEW``), 10
+    inner steps reconstructed at about 40 dB and let 8% of the shape swaps through, 3 steps 36-37 dB
+    and 58%, 1 step 30-32 dB and 67%.
     """
     traj = ddim_invert(pipe, image, prompt, num_inference_steps, 1.0, progress=False)
     cond = encode_text(pipe, prompt)

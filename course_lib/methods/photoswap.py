@@ -116,14 +116,20 @@ class PhotoswapController(P2PController):
 
 
 def invert_source(pipe, image, source_prompt: str, num_inference_steps: int, guidance_scale: float,
-                  inversion: str = "null-text", progress: bool = False):
+                  inversion: str = "null-text", progress: bool = False, inner_steps: int = 10):
     """(z_T, per-step unconditional embeddings or None) of a real source image.
 
-    ``inversion``: ``"null-text"`` (the reference code's choice, slow), ``"negative-prompt"`` (no
-    optimisation) or ``"ddim"`` (plain DDIM inversion, good only at low guidance).
+    ``inversion``: ``"null-text"`` (the reference code's choice, slow; ``inner_steps`` per sampling
+    step), ``"negative-prompt"`` (no optimisation) or ``"ddim"`` (plain DDIM inversion; sampled with
+    the ordinary empty-prompt embedding, it reconstructs exactly only at low guidance).
+
+    Null-text and DDIM inversion give the same z_T; what differs is the unconditional embedding.
+    Null-text's, fitted to the source at every step, keeps drawing the source's subject, so a weakly
+    learned concept may not come through it (see ``course_lib.bench.photoswap``).
     """
     if inversion == "null-text":
-        return null_text_inversion(pipe, image, source_prompt, num_inference_steps, guidance_scale, progress=progress)
+        return null_text_inversion(pipe, image, source_prompt, num_inference_steps, guidance_scale,
+                                   inner_steps=inner_steps, progress=progress)
     if inversion == "negative-prompt":
         return negative_prompt_inversion(pipe, image, source_prompt, num_inference_steps, progress=progress)
     if inversion == "ddim":
