@@ -35,6 +35,7 @@ from ..models import MODELS_DIR, load_pipeline
 from ..shapes import vocab as V
 from ..shapes.oracle import read_image
 from . import Row, bench_config, suite
+from .editing import NULL_TEXT_FEW
 
 CONCEPT = MODELS_DIR / "concept-sks-lora"
 CONCEPT_TI = MODELS_DIR / "concept-sks-ti"
@@ -111,13 +112,13 @@ def _baseline_edit(words) -> P2PEdit:
     return P2PEdit(kind="swap", cross_replace_steps=0.8, self_replace_steps=0.4, local_blend=list(words))
 
 
-# Real sources: null-text inversion (the reference code's, 10 inner steps), the same with 3 inner steps,
-# and plain DDIM inversion sampled with the ordinary empty-prompt embedding. All three start from the same
-# z_T; they differ in the unconditional embedding. On 12 validation scenes (``swap_cases(12,
-# offset=75_000)``, apart from the bench's): identity 17% / 50% / 75%, pose IoU 0.18 / 0.41 / 0.47,
-# background 37 / 43 / 49 dB; the fitted embedding keeps drawing the source's subject.
+# Real sources: null-text inversion (the reference code's, 10 inner steps), the same with bench p2p's
+# NULL_TEXT_FEW (3) inner steps, and plain DDIM inversion sampled with the ordinary empty-prompt embedding.
+# All three start from the same z_T; they differ in the unconditional embedding. On 12 validation scenes
+# (``swap_cases(12, offset=75_000)``, apart from the bench's): identity 17% / 50% / 75%, pose IoU
+# 0.18 / 0.41 / 0.47, background 37 / 43 / 49 dB; the fitted embedding keeps drawing the source's subject.
 REAL_STARTS = {"null-text": {"inversion": "null-text"},
-               "null-text, 3 inner steps": {"inversion": "null-text", "inner_steps": 3},
+               f"null-text, {NULL_TEXT_FEW} inner steps": {"inversion": "null-text", "inner_steps": NULL_TEXT_FEW},
                "DDIM": {"inversion": "ddim"}}
 
 
