@@ -160,8 +160,9 @@ def p2p(smoke: bool | None = None) -> list[Row]:
     # real (rendered) sources from two starts, null-text inversion and plain DDIM inversion (guidance 1,
     # the empty-prompt uncond); the naive baseline samples the target prompt alone from the same start
     k = 4 if smoke else 30
+    few = f"null-text, {NULL_TEXT_FEW} inner steps"
     starts = {"null-text": lambda s: null_text_inversion(pipe, s.image, s.caption, steps, 7.5, progress=False),
-              f"null-text, {NULL_TEXT_FEW} inner steps": lambda s: null_text_inversion(
+              few: lambda s: null_text_inversion(
                   pipe, s.image, s.caption, steps, 7.5, inner_steps=NULL_TEXT_FEW, progress=False),
               "DDIM": lambda s: (ddim_invert(pipe, s.image, s.caption, steps, 1.0, progress=False)[-1], None)}
     res_r = {name: {"p2p": [], "naive": []} for name in starts}
@@ -184,7 +185,6 @@ def p2p(smoke: bool | None = None) -> list[Row]:
     rows.append(Row("p2p", "null-text inversion reconstruction PSNR", float(np.mean(rec["null-text"])), " dB", 30,
                     detail=f"{k} rendered scenes, guidance 7.5, {seconds['null-text'] / k:.0f} s each"))
     _swap_rows(rows, "real (inverted)", res_r["null-text"], k)
-    few = f"null-text, {NULL_TEXT_FEW} inner steps"
     rows.append(Row("p2p", f"{few}: reconstruction PSNR", float(np.mean(rec[few])), " dB", 30,
                     detail=f"the same {k} scenes, {seconds[few] / k:.0f} s each"))
     _swap_rows(rows, f"real ({few})", res_r[few], k)

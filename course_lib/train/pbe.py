@@ -66,6 +66,12 @@ class _Trainable(torch.nn.Module):
         self.unet, self.image_encoder = pipe.unet, pipe.image_encoder
 
 
+def _unet_parts(record: dict) -> str:
+    """The UNet parts a checkpoint stamp or weights record was trained on; records written before the
+    choice existed trained the input convolution and attention layers."""
+    return record.get("unet_parts", "attention")
+
+
 def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: int = 4000, batch: int = 16,
               lr: float = 3e-4, seed: int = 0, bf16: bool = True, n_scenes: int = 6000, null_p: float = 0.2,
               out: Path | None = None, save_every: int = 50, progress: bool = True, unet_parts: str = "all") -> Path:
@@ -86,13 +92,14 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     base = base_fingerprint()  # the tiny-sd and tiny-clip weights this run trains beside
     stamp = run / "state.json"
     old = json.loads(stamp.read_text()) if stamp.exists() else {"base": base, "unet_parts": unet_parts}
-    trained_base, trained_parts = old.get("base"), old.get("unet_parts", "attention")
+    trained_base, trained_parts = old.get("base"), _unet_parts(old)
     if trained_base != base or trained_parts != unet_parts:
         # the checkpoint holds a whole UNet: resuming it would train on (and ship) the old tiny-sd, or
         # continue a schedule that trained other parts
         aside = run.with_name(f"{run.name}-{trained_base or 'unknown'}-{trained_parts}")
         run.rename(aside)
         print(f"{run} was trained on other tiny-sd or tiny-clip weights or UNet parts: moved to {aside}, starting afresh")
+    stamp_info = {"variant": variant, "base": base, "unet_parts": unet_parts}  # what a checkpoint is of
     state = load_checkpoint(run, model, opt)
     step = state.get("step", 0)
     seconds = state.get("seconds", 0.0)
@@ -145,10 +152,8 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if step % save_every == 0:
-            save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base,
-                                                          "unet_parts": unet_parts})
-    save_checkpoint(run, model, opt, step, extra={"seconds": seconds, "variant": variant, "base": base,
-                                                  "unet_parts": unet_parts})
+            save_checkpoint(run, model, opt, step, extra={"seconds": seconds, **stamp_info})
+    save_checkpoint(run, model, opt, step, extra={"seconds": seconds, **stamp_info})
     out = Path(out or TINY)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().half().contiguous() for k, v in trainable_state(pipe, unet_parts).items()},
@@ -181,10 +186,10 @@ def write_card(folder: Path):
     for v, d in records.items():
         cond = "class token -> mapper -> LayerNorm -> projection (1 token)" if v == "bottleneck" else "all 65 CLIP tokens"
         aug = "flip, rotation, blur, elastic; Bezier masks" if d["augment"] else "none (box masks, raw crops)"
-        parts = "whole" if d.get("unet_parts", "attention") == "all" else "input conv + attention"
+        parts = "whole" if _unet_parts(d) == "all" else "input conv + attention"
         lines.append(f"| {v} | {cond} | {aug} | {parts} | {d['steps']} | {d['batch']} | {d['lr']:g} | {d['minutes']} | "
                      f"{d['final_loss']:.4f} |")
-    if len({d.get("unet_parts", "attention") for d in records.values()}) > 1:
+    if len({_unet_parts(d) for d in records.values()}) > 1:
         lines += ["", "The two variants differ in the UNet parts they trained as well as in their condition: two whole "
                   "UNets would not fit the course's 40 MB of committed weights."]
     measured = [(v, d["measured"]) for v, d in records.items() if d.get("measured")]
