@@ -66,6 +66,19 @@ def test_bottleneck_is_one_token_naive_is_all_tokens(clip):
         build_pipeline(sd, model, proc, "clever")
 
 
+def test_a_wide_reference_is_squeezed_whole_as_in_training_not_centre_cropped(clip):
+    model, _, proc = clip
+    b = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")
+    wide = Image.new("RGB", (96, 32), "white")
+    wide.paste(single_object("star", "blue", "white", image_size=32).image, (0, 0))  # the star at the left end
+    side = proc.crop_size["width"]
+    cond, _ = pbe.encode_reference(b, wide)
+    squeezed, _ = pbe.encode_reference(b, wide.resize((side, side), Image.BICUBIC))
+    cropped, _ = pbe.encode_reference(b, wide.crop((32, 0, 64, 32)))  # what a centre crop keeps: no star
+    torch.testing.assert_close(cond, squeezed)
+    assert not torch.allclose(cond, cropped, atol=1e-3)
+
+
 def test_saved_pipeline_loads_with_diffusers_and_matches_the_course_loop(clip, tmp_path, monkeypatch):
     from diffusers import PaintByExamplePipeline
     from diffusers.pipelines.deprecated.paint_by_example import pipeline_paint_by_example as ppe
@@ -144,6 +157,17 @@ def test_bezier_masks_stay_inside_the_box_and_differ_from_it():
     assert 0.4 < np.mean(fills) < 1.0 and np.std(fills) > 0.01  # irregular, not the box
 
 
+def test_covering_bezier_masks_hide_the_whole_box_and_bulge_out_of_it():
+    rng = np.random.default_rng(0)
+    box = (10, 12, 40, 50)
+    inside = np.zeros((64, 64), bool)
+    inside[12:50, 10:40] = True
+    grown = [bezier_mask(box, 64, rng, cover=True) for _ in range(20)]
+    assert all((m & inside).sum() == inside.sum() for m in grown)  # no pixel of the box stays visible
+    extra = [(m & ~inside).sum() / inside.sum() for m in grown]
+    assert min(extra) > 0 and np.std(extra) > 0.01  # irregular outside the box
+
+
 def test_self_supervised_sample():
     s = make_scene(5, n_objects=1)
     box = pbe.object_box(s.objects[0].bbox, 64)
@@ -168,6 +192,11 @@ def test_trainable_parts():
     assert not trainable_names("unet.down_blocks.0.resnets.0.conv1.weight", "attention")
     with pytest.raises(ValueError, match="unet_parts"):
         trainable_names("unet.conv_in.weight", "resnets")
+    tower = "image_encoder.model.encoder.layers.0.mlp.fc1.weight"
+    assert trainable_names(tower, "all", encoder="all") and trainable_names(tower, "attention", encoder="all")
+    assert not trainable_names("unet.down_blocks.0.resnets.0.conv1.weight", "attention", encoder="all")
+    with pytest.raises(ValueError, match="encoder"):
+        trainable_names("unet.conv_in.weight", "all", encoder="tower")
 
 
 def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
@@ -269,3 +298,18 @@ def test_fingerprint_follows_the_unet_and_vae_encoder_but_not_the_decoder(tmp_pa
     assert fp(1.0, 2.0) == base  # a fine-tuned decoder leaves the latents the parts learned on
     assert fp(3.0, 1.0) != base  # another encoder does not
     assert fp(1.0, 1.0, unet=b"other unet") != base
+
+
+def test_fitted_masks_cover_the_object_with_the_exemplars_proportions():
+    from course_lib.bench.pbe import fitted_box, pbe_cases
+
+    assert fitted_box((20, 30, 44, 38), (0, 0, 30, 30), 64) == (20, 22, 44, 46)  # wide box, square exemplar
+    assert fitted_box((50, 2, 60, 12), (0, 0, 30, 20), 64) == (48, 2, 63, 12)    # kept inside the image
+    assert fitted_box((0, 0, 10, 60), (0, 0, 20, 10), 64) == (0, 0, 64, 60)      # too big: covering wins
+    for (s, m, ref, sh, c), (_, fm, fref, _, _) in zip(pbe_cases(4, offset=90_000), pbe_cases(4, offset=90_000, mask="fitted")):
+        assert (fm | ~m).all() and fref.size == ref.size  # covers the object's box; same exemplar
+        ys, xs = np.where(fm)
+        w, h = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+        assert abs(w / h - ref.size[0] / ref.size[1]) < 0.15 or w == 64 or h == 64
+    with pytest.raises(ValueError, match="mask"):
+        pbe_cases(1, mask="circle")

@@ -1,6 +1,8 @@
 """Suite ``pbe``: Paint by Example on held-out scenes, oracle-scored; the naive variant beside it.
 
-Per case: a held-out one-object scene; its object's box (grown 2 px) is the mask; the reference is a
+Per case: a held-out one-object scene; its object's box (grown 2 px) is the mask (and, in one more
+row, a box of the exemplar's proportions that covers it: a square exemplar cannot keep its shape in
+a long thin box of the object it replaces, since training always fills the box); the reference is a
 rendered object of a *different* shape and colour (``single_object``, white background) cropped to its
 box grown 2 px, as the model was trained (the reference is the object's box crop) and as the paper's
 test set gives exemplars (objects cropped from other images). Success:
@@ -25,21 +27,40 @@ from . import Row, bench_config, suite
 from .base import held_out_scenes
 
 
-def pbe_cases(n: int, offset: int = 80_000, crop: bool = True):
+def fitted_box(obj_box, exemplar_box, size: int) -> tuple[int, int, int, int]:
+    """The smallest box with the exemplar box's proportions that covers ``obj_box``, centred on it
+    and moved (or cut) to stay inside the image: a mask a user would draw for *this* exemplar."""
+    ox0, oy0, ox1, oy1 = obj_box
+    aspect = (exemplar_box[2] - exemplar_box[0]) / (exemplar_box[3] - exemplar_box[1])
+    w = min(max(ox1 - ox0, (oy1 - oy0) * aspect), size)
+    h = min(max(w / aspect, oy1 - oy0), size)  # covering wins over the proportions where the image is too small
+    x0 = int(round(min(max((ox0 + ox1 - w) / 2, 0), size - w)))
+    y0 = int(round(min(max((oy0 + oy1 - h) / 2, 0), size - h)))
+    return x0, y0, min(size, x0 + int(round(w))), min(size, y0 + int(round(h)))
+
+
+def pbe_cases(n: int, offset: int = 80_000, crop: bool = True, mask: str = "object"):
     """(scene, mask, reference, reference shape, reference colour) for ``n`` held-out scenes.
     ``crop=False``: the reference is the whole 64 px exemplar image (its object in the middle of a
-    white field) instead of the object's box crop."""
+    white field) instead of the object's box crop. ``mask="object"``: the mask is the scene object's
+    box (grown 2 px), whatever its proportions; ``"fitted"``: a box of the exemplar's proportions
+    that covers it (:func:`fitted_box`)."""
+    if mask not in ("object", "fitted"):
+        raise ValueError(f"mask must be 'object' or 'fitted', got {mask!r}")
     out = []
     for i, s in enumerate(held_out_scenes(n, offset=offset)):
         o = s.spec.objects[0]
-        x0, y0, x1, y1 = object_box(s.objects[0].bbox, s.size)
-        m = np.zeros((s.size, s.size), bool)
-        m[y0:y1, x0:x1] = True
         colours = [c for c in V.COLOR_NAMES if c != o.color]
         shapes = [sh for sh in V.SHAPES if sh != o.shape]
         c, sh = colours[i % len(colours)], shapes[(i // 2) % len(shapes)]
         exemplar = single_object(sh, c, "white", size="large")
-        ref = exemplar.image.crop(object_box(exemplar.objects[0].bbox, exemplar.size)) if crop else exemplar.image
+        ex_box = object_box(exemplar.objects[0].bbox, exemplar.size)
+        x0, y0, x1, y1 = box = object_box(s.objects[0].bbox, s.size)
+        if mask == "fitted":
+            x0, y0, x1, y1 = fitted_box(box, ex_box, s.size)
+        m = np.zeros((s.size, s.size), bool)
+        m[y0:y1, x0:x1] = True
+        ref = exemplar.image.crop(ex_box) if crop else exemplar.image
         out.append((s, m, ref, sh, c))
     return out
 
@@ -93,6 +114,11 @@ def pbe_suite(smoke: bool | None = None) -> list[Row]:
             if ours and not blend:
                 rows.append(Row("pbe", f"{tag}: painted object's area / mask area", 100 * np.mean([x["fill"] for x in res]),
                                 "%", detail="the object of the exemplar's colour; 0 where none"))
+                fitted, _ = paint_all(pipe, pbe_cases(n, mask="fitted"))
+                rows.append(Row("pbe", f"{tag}, mask of the exemplar's proportions covering the object: shape+colour",
+                                100 * np.mean([x["shape+color"] for x in fitted]), "%",
+                                detail=f"colour alone {100 * np.mean([x['color'] for x in fitted]):.0f}%; background "
+                                       f"{np.mean([x['bg'] for x in fitted]):.1f} dB"))
                 loose, _ = paint_all(pipe, pbe_cases(n, crop=False))
                 rows.append(Row("pbe", f"{tag}, exemplar not cropped (object in a 64 px white image): shape+colour",
                                 100 * np.mean([x["shape+color"] for x in loose]), "%",

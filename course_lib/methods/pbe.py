@@ -119,21 +119,25 @@ class NaiveImageEncoder(torch.nn.Module):
 
 
 UNET_PARTS = ("all", "attention")
+ENCODER_PARTS = ("head", "all")
 
 
-def trainable_names(name: str, unet_parts: str = "all") -> bool:
+def trainable_names(name: str, unet_parts: str = "all", encoder: str = "head") -> bool:
     """Which parameters Paint by Example trains here: the whole UNet (``unet_parts="all"``, as the
     paper fine-tunes Stable Diffusion's) or only its input convolution (for the 5 new channels) and
     attention layers (``"attention"``, a seventh of the weights to store), and the encoder's head
-    (mapper, LayerNorm, projection, null vector). The CLIP vision tower and the VAE stay as
-    initialised (frozen in the paper too)."""
+    (mapper, LayerNorm, projection, null vector). The CLIP vision tower stays as initialised
+    (``encoder="head"``: frozen, as in the paper) or is trained with the rest (``"all"``: the
+    class token itself learns what the UNet needs of the exemplar); the VAE stays frozen."""
     if unet_parts not in UNET_PARTS:
         raise ValueError(f"unet_parts must be one of {UNET_PARTS}, got {unet_parts!r}")
+    if encoder not in ENCODER_PARTS:
+        raise ValueError(f"encoder must be one of {ENCODER_PARTS}, got {encoder!r}")
     if name.startswith("unet."):
         n = name[5:]
         return unet_parts == "all" or n.startswith("conv_in.") or ".attn1." in n or ".attn2." in n
     if name.startswith("image_encoder."):
-        return not name.startswith("image_encoder.model.")
+        return encoder == "all" or not name.startswith("image_encoder.model.")
     return False
 
 
@@ -174,12 +178,12 @@ def build_pipeline(sd_pipe, clip, clip_processor, variant: str = "bottleneck"):
     return pipe
 
 
-def trainable_state(pipe, unet_parts: str = "all") -> dict[str, torch.Tensor]:
+def trainable_state(pipe, unet_parts: str = "all", encoder: str = "head") -> dict[str, torch.Tensor]:
     """The trained parameters (see :func:`trainable_names`), keyed ``unet.*`` / ``image_encoder.*``."""
     out = {}
     for part in ("unet", "image_encoder"):
         for k, v in getattr(pipe, part).state_dict().items():
-            if trainable_names(f"{part}.{k}", unet_parts):
+            if trainable_names(f"{part}.{k}", unet_parts, encoder):
                 out[f"{part}.{k}"] = v
     return out
 
@@ -322,8 +326,9 @@ def check_image(pipe, image, what: str = "source image") -> Image.Image:
 
 def check_reference(reference) -> Image.Image:
     """Any PIL image is accepted as reference: other modes (L, RGBA, P, ...) are converted to RGB and
-    any size is resized by the CLIP image processor (shortest side to its input, centre crop).
-    Anything else is refused."""
+    any size is resized to the image encoder's square input by :func:`encode_reference` (the whole
+    image, squeezed, as in training and in the paper's code; not a centre crop, which would cut the
+    sides off a wide object). Anything else is refused."""
     if not isinstance(reference, Image.Image):
         raise TypeError(f"the reference must be a PIL image, got {type(reference).__name__}")
     if min(reference.size) < 4:
@@ -359,7 +364,11 @@ def check_mask(mask, size: int) -> np.ndarray:
 def encode_reference(pipe, reference, batch: int = 1):
     """(condition tokens, null vector) of the reference: batch x tokens x width each."""
     ref = check_reference(reference)
-    px = pipe.feature_extractor(images=ref, return_tensors="pt").pixel_values
+    proc = pipe.feature_extractor
+    side = getattr(proc, "crop_size", None) or {}
+    if side.get("height") and side.get("width"):  # squeeze the whole reference in, as training does
+        ref = ref.resize((side["width"], side["height"]), Image.BICUBIC)
+    px = proc(images=ref, return_tensors="pt").pixel_values
     enc = pipe.image_encoder
     dtype = next(enc.parameters()).dtype
     cond, null = enc(px.to(pipe.unet.device, dtype), return_uncond_vector=True)
@@ -453,10 +462,15 @@ def _bezier(p0, p1, p2, n):
 
 
 def bezier_mask(box, size: int, rng: np.random.Generator, n_points: int = 20, jitter=(1.0, 5.0),
-                bulge: float = 0.25) -> np.ndarray:
+                bulge: float = 0.25, cover: bool = False) -> np.ndarray:
     """Mask-shape augmentation D (paper Sec. 3.3): each edge of the box becomes a quadratic Bezier
     curve (control point moved inward by up to ``bulge`` of the side), ``n_points`` points are sampled
-    on it and each is jittered by 1-5 px; the polygon through them, clipped to the box, is the mask."""
+    on it and each is jittered by 1-5 px; the polygon through them, clipped to the box, is the mask.
+
+    ``cover=True``: the curves bulge *outward* and the mask is the polygon joined with the box, so
+    it always hides the whole box. On Shapes World the box is the object's own (grown 2 px): a mask
+    inside it leaves parts of the object visible, and the model learns to redraw the object from
+    them instead of from the reference."""
     from PIL import ImageDraw
 
     x0, y0, x1, y1 = [float(v) for v in box]
@@ -466,7 +480,8 @@ def bezier_mask(box, size: int, rng: np.random.Generator, n_points: int = 20, ji
     for i in range(4):
         a, b = corners[i], corners[(i + 1) % 4]
         mid = (a + b) / 2
-        ctrl = mid + (centre - mid) * rng.uniform(-bulge, bulge) * 2
+        ctrl = (mid - (centre - mid) * rng.uniform(0, bulge) * 2 if cover
+                else mid + (centre - mid) * rng.uniform(-bulge, bulge) * 2)
         p = _bezier(a, ctrl, b, n_points)
         ang = rng.uniform(0, 2 * np.pi, n_points)
         r = rng.uniform(jitter[0], jitter[1], n_points)
@@ -477,6 +492,8 @@ def bezier_mask(box, size: int, rng: np.random.Generator, n_points: int = 20, ji
     m = np.asarray(im) > 127
     inside = np.zeros_like(m)
     inside[int(y0):int(y1), int(x0):int(x1)] = True
+    if cover:
+        return m | inside
     m &= inside
     if not m.any():  # a degenerate draw on a tiny box: fall back to the box
         m = inside
@@ -511,16 +528,17 @@ def augment_reference(crop: Image.Image, rng: np.random.Generator, out: int = 64
 
 
 def self_supervised_sample(image: Image.Image, box, rng: np.random.Generator, augment: bool = True,
-                           bezier: bool = True, out: int = 64) -> PbEData:
+                           bezier: bool = True, out: int = 64, cover: bool = False) -> PbEData:
     """The paper's training pair from one image and one object box: mask = box (Bezier-warped if
-    ``bezier``), reference = the box crop (augmented if ``augment``), target = the image."""
+    ``bezier``; always covering the box if ``cover``, see :func:`bezier_mask`), reference = the box
+    crop (augmented if ``augment``), target = the image."""
     x0, y0, x1, y1 = [int(v) for v in box]
     if not (0 <= x0 < x1 <= image.size[0] and 0 <= y0 < y1 <= image.size[1]):
         raise ValueError(f"box {box} is not inside the {image.size[0]}x{image.size[1]} image")
     crop = image.crop((x0, y0, x1, y1))
     ref = augment_reference(crop, rng, out) if augment else crop.resize((out, out), Image.BICUBIC)
     if bezier:
-        mask = bezier_mask((x0, y0, x1, y1), image.size[0], rng)
+        mask = bezier_mask((x0, y0, x1, y1), image.size[0], rng, cover=cover)
     else:
         mask = np.zeros((image.size[1], image.size[0]), bool)
         mask[y0:y1, x0:x1] = True

@@ -47,6 +47,15 @@ def main(argv=None):
     p.add_argument("--method", default="lora", help="concept: lora | textual_inversion; pbe: bottleneck | naive")
     p.add_argument("--unet-parts", default="all", choices=["all", "attention"],
                    help="pbe: train the whole UNet (the paper) or only its input convolution and attention layers")
+    p.add_argument("--device", default=None, help="pbe: cpu or cuda (default: cuda when torch sees a GPU)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="pbe: data-loader processes making the training pairs (0: in this process, fixed order)")
+    p.add_argument("--encoder", default="head", choices=["head", "all"],
+                   help="pbe: train only the image encoder's head (the paper) or its CLIP vision tower too")
+    p.add_argument("--cover-masks", action="store_true",
+                   help="pbe: Bezier masks that bulge outward and always hide the whole object box")
+    p.add_argument("--scenes", type=int, default=None, help="pbe: rendered training scenes (default 6000)")
+    p.add_argument("--out", type=Path, default=None, help="pbe: folder for the trained weights (default data/models/pbe-tiny)")
     p.add_argument("--prior-weight", type=float, default=None,
                    help="concept (lora, dreambooth): weight of the prior-preservation loss (default 1.0; 0 = none)")
     a = p.parse_args(argv)
@@ -97,7 +106,10 @@ def main(argv=None):
         elif stage == "pbe":
             from .pbe import train_pbe
             print("paint by example ->", train_pbe(variant=a.method if a.method != "lora" else "bottleneck",
-                                                   bf16=not a.no_bf16, unet_parts=a.unet_parts, **kw))
+                                                   bf16=not a.no_bf16, unet_parts=a.unet_parts, device=a.device,
+                                                   workers=a.workers, out=a.out, encoder=a.encoder,
+                                                   cover_masks=a.cover_masks, init_from=a.init_from,
+                                                   **({"n_scenes": a.scenes} if a.scenes else {}), **kw))
         elif stage == "card":
             from .card import write_card
             write_card()

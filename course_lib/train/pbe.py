@@ -11,11 +11,15 @@ conditions on all image tokens and uses neither augmentation.
 
 Resumable (safetensors checkpoints under ``runs/pbe-<variant>``), stops at ``--minutes``; at the end
 the trained parameters are written in fp16 to ``data/models/pbe-tiny/<variant>.safetensors``.
+
+On a GPU (``--device cuda``) the training pairs are made by ``--workers`` data-loader processes (the
+augmentations run on the CPU, one pair in about 1.5 ms) and the scenes are rendered in parallel.
 """
 from __future__ import annotations
 
 import json
 import time
+from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -26,36 +30,87 @@ from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..methods.pbe import (TINY, base_fingerprint, build_pipeline, object_box, self_supervised_sample,
-                           trainable_names, trainable_state)
+from ..methods.pbe import (TINY, base_fingerprint, build_pipeline, load_trainable_state, object_box,
+                           self_supervised_sample, trainable_names, trainable_state)
 from ..models import load_clip, load_pipeline
 from ..shapes.world import make_scene
 from .common import RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint
 
 
-def pbe_dataset(n: int = 6000, seed_offset: int = 0, min_side: int = 8, cache: bool = True):
-    """(images uint8 N x 64 x 64 x 3, boxes N x 4): one visible object box per scene, padded by 2 px."""
-    path = RUNS / "data" / f"pbe_{seed_offset}_{n}.npz"
-    if cache and path.exists():
-        d = np.load(path)
-        return d["images"], d["boxes"]
+def _scene_boxes(seeds, rng: np.random.Generator, min_side: int):
     imgs, boxes = [], []
-    rng = np.random.default_rng(seed_offset)
-    i = 0
-    while len(imgs) < n:
-        s = make_scene(seed_offset + i)
-        i += 1
+    for seed in seeds:
+        s = make_scene(seed)
         cand = [o for o in s.objects if min(o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]) >= min_side]
         if not cand:
             continue
         o = cand[rng.integers(len(cand))]
         imgs.append(np.asarray(s.image))
         boxes.append(object_box(o.bbox, s.size))
+    return imgs, boxes
+
+
+def _chunk(args):
+    start, stop, seed_offset, min_side = args
+    return _scene_boxes(range(start, stop), np.random.default_rng([seed_offset, start]), min_side)
+
+
+def pbe_dataset(n: int = 6000, seed_offset: int = 0, min_side: int = 8, cache: bool = True, workers: int = 0):
+    """(images uint8 N x 64 x 64 x 3, boxes N x 4): one visible object box per scene, padded by 2 px.
+
+    ``workers > 0`` renders chunks of 1,000 scene seeds in that many processes, each chunk choosing
+    its objects with its own generator: the same kind of data, other pairs than the one-process
+    order (cached under another name)."""
+    path = RUNS / "data" / (f"pbe_{seed_offset}_{n}.npz" if workers <= 0 else f"pbe_{seed_offset}_{n}_chunked.npz")
+    if cache and path.exists():
+        d = np.load(path)
+        return d["images"], d["boxes"]
+    if workers <= 0:
+        imgs, boxes = [], []
+        rng = np.random.default_rng(seed_offset)
+        i = 0
+        while len(imgs) < n:
+            more_imgs, more_boxes = _scene_boxes([seed_offset + i], rng, min_side)
+            imgs += more_imgs
+            boxes += more_boxes
+            i += 1
+    else:
+        chunk = 1000
+        jobs = [(seed_offset + a, seed_offset + a + chunk, seed_offset, min_side)
+                for a in range(0, int(n * 1.1) + chunk, chunk)]  # a few scenes have no object big enough
+        with Pool(workers) as pool:
+            parts = pool.map(_chunk, jobs)
+        imgs = [im for part in parts for im in part[0]][:n]
+        boxes = [b for part in parts for b in part[1]][:n]
+        if len(imgs) < n:
+            raise RuntimeError(f"only {len(imgs)} of {n} scenes have an object of side >= {min_side} px")
     imgs, boxes = np.stack(imgs), np.array(boxes)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, images=imgs, boxes=boxes)
     return imgs, boxes
+
+
+class _Pairs(torch.utils.data.IterableDataset):
+    """Endless batches of training pairs for data-loader workers: (scene indices, kept-pixel masks,
+    reference pixel values), each worker with its own generator."""
+
+    def __init__(self, images, boxes, proc, batch: int, augment: bool, seed: int, cover: bool = False):
+        super().__init__()
+        self.images, self.boxes, self.proc = images, boxes, proc
+        self.batch, self.augment, self.seed, self.cover = batch, augment, seed, cover
+
+    def __iter__(self):
+        from PIL import Image
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            idx = rng.integers(0, len(self.images), self.batch)
+            data = [self_supervised_sample(Image.fromarray(self.images[i]), self.boxes[i], rng, augment=self.augment,
+                                           bezier=self.augment, cover=self.cover) for i in idx]
+            keep = torch.from_numpy(np.stack([~d.mask for d in data])).float()[:, None]
+            px = self.proc(images=[d.reference for d in data], return_tensors="pt").pixel_values
+            yield torch.from_numpy(idx), keep, px
 
 
 class _Trainable(torch.nn.Module):
@@ -66,6 +121,14 @@ class _Trainable(torch.nn.Module):
         self.unet, self.image_encoder = pipe.unet, pipe.image_encoder
 
 
+def _record_beside(weights: Path | None) -> dict | None:
+    """The training record (``<variant>.json``) written beside trained parts, if any: a run that
+    starts from them keeps it, so the card can tell the whole history."""
+    if weights is None or not Path(weights).with_suffix(".json").exists():
+        return None
+    return json.loads(Path(weights).with_suffix(".json").read_text())
+
+
 def _unet_parts(record: dict) -> str:
     """The UNet parts a checkpoint stamp or weights record was trained on; records written before the
     choice existed trained the input convolution and attention layers."""
@@ -74,8 +137,18 @@ def _unet_parts(record: dict) -> str:
 
 def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: int = 4000, batch: int = 16,
               lr: float = 3e-4, seed: int = 0, bf16: bool = True, n_scenes: int = 6000, null_p: float = 0.2,
-              out: Path | None = None, save_every: int = 50, progress: bool = True, unet_parts: str = "all") -> Path:
-    trainable_names("unet.conv_in.weight", unet_parts)  # a clear error for an unknown choice, before loading
+              out: Path | None = None, save_every: int | None = None, progress: bool = True, unet_parts: str = "all",
+              device: str | None = None, workers: int = 0, encoder: str = "head", cover_masks: bool = False,
+              init_from: Path | None = None) -> Path:
+    """``workers=0`` makes the pairs in this process, in a fixed order (the shipped CPU runs);
+    ``workers > 0`` in that many data-loader processes (for a GPU, which would otherwise wait).
+    ``cover_masks``: Bezier masks that always hide the whole box (:func:`~course_lib.methods.pbe.bezier_mask`).
+    ``init_from``: start from these trained parts (a ``<variant>.safetensors``) when the run has no checkpoint."""
+    trainable_names("unet.conv_in.weight", unet_parts, encoder)  # a clear error for an unknown choice, before loading
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU")
+    save_every = save_every or (50 if device.type == "cpu" else 1000)
     torch.manual_seed(seed)
     augment = variant == "bottleneck"
     run = RUNS / f"pbe-{variant}"
@@ -85,59 +158,79 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     model = _Trainable(pipe)
     params = []
     for name, p in model.named_parameters():
-        p.requires_grad_(trainable_names(name, unet_parts))
+        p.requires_grad_(trainable_names(name, unet_parts, encoder))
         if p.requires_grad:
             params.append(p)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     base = base_fingerprint()  # the tiny-sd and tiny-clip weights this run trains beside
     stamp = run / "state.json"
-    old = json.loads(stamp.read_text()) if stamp.exists() else {"base": base, "unet_parts": unet_parts}
+    old = json.loads(stamp.read_text()) if stamp.exists() else {"base": base, "unet_parts": unet_parts, "encoder": encoder}
     trained_base, trained_parts = old.get("base"), _unet_parts(old)
-    if trained_base != base or trained_parts != unet_parts:
+    if trained_base != base or trained_parts != unet_parts or old.get("encoder", "head") != encoder:
         # the checkpoint holds a whole UNet: resuming it would train on (and ship) the old tiny-sd, or
         # continue a schedule that trained other parts
-        aside = run.with_name(f"{run.name}-{trained_base or 'unknown'}-{trained_parts}")
+        trained_encoder = old.get("encoder", "head")
+        aside = run.with_name(f"{run.name}-{trained_base or 'unknown'}-{trained_parts}"
+                              + ("" if trained_encoder == "head" else f"-encoder-{trained_encoder}"))
         run.rename(aside)
-        print(f"{run} was trained on other tiny-sd or tiny-clip weights or UNet parts: moved to {aside}, starting afresh")
-    stamp_info = {"variant": variant, "base": base, "unet_parts": unet_parts}  # what a checkpoint is of
+        print(f"{run} was trained on other tiny-sd or tiny-clip weights or other parts: moved to {aside}, starting afresh")
     state = load_checkpoint(run, model, opt)
+    if not state and init_from is not None:
+        from safetensors.torch import load_file
+        load_trainable_state(pipe, {k: v.float() for k, v in load_file(init_from).items()})
+        print(f"starting from {init_from}")
+    stamp_info = {"variant": variant, "base": base, "unet_parts": unet_parts, "encoder": encoder,  # what a checkpoint is of
+                  "cover_masks": cover_masks, "init_from": state.get("init_from", str(init_from) if init_from else None),
+                  "previous": state.get("previous", _record_beside(init_from)), "workers": workers}
     step = state.get("step", 0)
     seconds = state.get("seconds", 0.0)
-    acc = Accelerator(cpu=True)
+    acc = Accelerator(cpu=device.type == "cpu")
+    model.to(device)
+    pipe.vae.to(device)
     model, opt = acc.prepare(model, opt)
-    images, boxes = pbe_dataset(n_scenes)
+    images, boxes = pbe_dataset(n_scenes, workers=workers)
     vae, proc = pipe.vae, pipe.feature_extractor
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     sf = vae.config.scaling_factor
+    images_t = torch.from_numpy(images).to(device)
     with torch.no_grad():
-        targets = torch.cat([vae.encode(torch.from_numpy(images[i:i + 250]).permute(0, 3, 1, 2).float() / 127.5 - 1)
+        targets = torch.cat([vae.encode(images_t[i:i + 250].permute(0, 3, 1, 2).float() / 127.5 - 1)
                              .latent_dist.mean for i in range(0, len(images), 250)]) * sf
     rng = np.random.default_rng(seed + step)
     g = torch.Generator().manual_seed(seed + step)
+    if workers > 0:
+        loader = iter(torch.utils.data.DataLoader(_Pairs(images, boxes, proc, batch, augment, seed + step, cover_masks),
+                                                  batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
+                                                  prefetch_factor=4, persistent_workers=True))
     budget = Budget(minutes)
     losses = []
     bar = tqdm(total=steps, initial=step, desc=f"Paint by Example ({variant})", disable=not progress)
     from PIL import Image
     while step < steps and budget.left():
         t0 = time.time()
-        idx = rng.integers(0, len(images), batch)
-        data = [self_supervised_sample(Image.fromarray(images[i]), boxes[i], rng, augment=augment, bezier=augment)
-                for i in idx]
-        keep = torch.from_numpy(np.stack([~d.mask for d in data])).float()[:, None]
-        x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        px = proc(images=[d.reference for d in data], return_tensors="pt").pixel_values
+        if workers > 0:
+            idx, keep, px = next(loader)
+        else:
+            idx = rng.integers(0, len(images), batch)
+            data = [self_supervised_sample(Image.fromarray(images[i]), boxes[i], rng, augment=augment, bezier=augment,
+                                            cover=cover_masks) for i in idx]
+            keep = torch.from_numpy(np.stack([~d.mask for d in data])).float()[:, None]
+            px = proc(images=[d.reference for d in data], return_tensors="pt").pixel_values
+            idx = torch.from_numpy(idx)
+        idx, keep, px = idx.to(device), keep.to(device, non_blocking=True), px.to(device, non_blocking=True)
+        x = images_t[idx].permute(0, 3, 1, 2).float() / 127.5 - 1
         with torch.no_grad():
             masked_lat = vae.encode(x * keep).latent_dist.mean * sf
         keep_small = F.interpolate(keep, size=masked_lat.shape[-2:])
         z0 = targets[idx]
-        noise = torch.randn(z0.shape, generator=g)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,), generator=g)
+        noise = torch.randn(z0.shape, generator=g).to(device)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,), generator=g).to(device)
         zt = noise_sched.add_noise(z0, noise, t)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, steps, lr, warmup=100)
-        with autocast(torch.device("cpu"), bf16):
+        with autocast(device, bf16):
             cond, null = pipe.image_encoder(px, return_uncond_vector=True)
-            drop = (torch.rand(batch, generator=g) < null_p)[:, None, None]
+            drop = (torch.rand(batch, generator=g) < null_p)[:, None, None].to(device)
             cond = torch.where(drop, null.expand_as(cond) if null.shape[1] == cond.shape[1]
                                else null.expand(batch, cond.shape[1], -1), cond)
             pred = pipe.unet(torch.cat([zt, masked_lat, keep_small], 1), t, encoder_hidden_states=cond).sample
@@ -148,18 +241,24 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         opt.step()
         step += 1
         seconds += time.time() - t0
-        losses.append(loss.item())
+        losses.append(loss.detach())
+        if step % 50 == 0 or step == steps:  # one host sync per 50 steps
+            losses[-50:] = [float(v) for v in losses[-50:]]
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if step % save_every == 0:
             save_checkpoint(run, model, opt, step, extra={"seconds": seconds, **stamp_info})
     save_checkpoint(run, model, opt, step, extra={"seconds": seconds, **stamp_info})
+    losses = [float(v) for v in losses]
     out = Path(out or TINY)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().half().contiguous() for k, v in trainable_state(pipe, unet_parts).items()},
-              out / f"{variant}.safetensors", metadata={"base": base, "steps": str(step), "unet_parts": unet_parts})
-    info = {"variant": variant, "unet_parts": unet_parts, "steps": step, "batch": batch, "lr": lr, "null_p": null_p,
-            "augment": augment, "scenes": len(images), "minutes": round(seconds / 60, 1), "final_loss": float(np.mean(losses[-100:])) if losses else None,
+    save_file({k: v.detach().half().contiguous() for k, v in trainable_state(pipe, unet_parts, encoder).items()},
+              out / f"{variant}.safetensors", metadata={"base": base, "steps": str(step), "unet_parts": unet_parts,
+                                                         "encoder": encoder})
+    info = {**stamp_info, "steps": step, "batch": batch, "lr": lr, "null_p": null_p,
+            "augment": augment, "scenes": len(images), "minutes": round(seconds / 60, 1),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU", "final_loss": float(np.mean(losses[-100:])) if losses else None,
             "base": base}
     (out / f"{variant}.json").write_text(json.dumps(info, indent=1))
     write_card(out)
@@ -167,28 +266,59 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     return out / f"{variant}.safetensors"
 
 
+def _stages(record: dict) -> str:
+    """'steps x batch, lr, minutes on device' for a record and the records it continued."""
+    out = []
+    while record:
+        masks = "; masks cover the box" if record.get("cover_masks") else ""
+        out.append(f"{record['steps']:,} x {record['batch']}, lr {record['lr']:g}, {record['minutes']} min on "
+                   f"{'a 2-core CPU' if record.get('device', 'CPU') == 'CPU' else record['device']}, {record.get('scenes', 6000):,} scenes{masks}")
+        record = record.get("previous")
+    return "; then ".join(reversed(out))
+
+
+def _commands(record: dict) -> list[str]:
+    """The command line of each stage of a record, oldest first."""
+    out = []
+    while record:
+        gpu = record.get("device", "CPU") != "CPU"
+        out.append(f"python -m course_lib.train pbe --method {record['variant']} --unet-parts {_unet_parts(record)} "
+                   f"--encoder {record.get('encoder', 'head')}{' --cover-masks' if record.get('cover_masks') else ''} "
+                   f"--scenes {record.get('scenes', 6000)} --batch {record['batch']} --lr {record['lr']:g} "
+                   f"--steps {record['steps']}{' --device cuda' if gpu else ''}"
+                   f"{' --workers ' + str(record['workers']) if record.get('workers') else ''}"
+                   f"{' --init-from <the stage before>' if record.get('previous') else ''}")
+        record = record.get("previous")
+    return out[::-1]
+
+
 def write_card(folder: Path):
     """``README.md`` of ``data/models/pbe-tiny`` from the variants' training records."""
     lines = ["# Paint by Example, tiny (Shapes World)", "",
              "Trained by `python -m course_lib.train pbe --method bottleneck|naive` (`course_lib/train/pbe.py`) with "
-             "the paper's self-supervised recipe on 6,000 rendered training scenes (one object box each). "
+             "the paper's self-supervised recipe on rendered training scenes (one object box each). "
              "Initialisation: tiny-sd's UNet with 9 input channels (the 5 new ones zero) and VAE, tiny-clip's vision "
              "tower. Only the trained parameters are stored, fp16: the UNet (whole, or only its input convolution "
-             "and attention layers: column `UNet trained`) and the image encoder's head (mapper, LayerNorm, projection, "
-             "null vector); the CLIP vision tower and the VAE stay frozen, as in the paper. "
+             "and attention layers: column `UNet trained`), the image encoder's head (mapper, LayerNorm, projection, "
+             "null vector) and, where the column says so, the CLIP vision tower; the VAE stays frozen. "
              "`course_lib.methods.pbe.tiny_pipeline(variant)` rebuilds the model from tiny-sd and tiny-clip, and "
              "writes the bottleneck variant as a diffusers folder that `PaintByExamplePipeline.from_pretrained` loads. "
-             "`base` is a hash of the weights the parts were trained beside: tiny-sd's UNet and VAE encoder, and tiny-clip.", "",
-             "| variant | condition | augmentation | UNet trained | steps | batch | lr | minutes (2-core CPU, shared) | final loss |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "`base` is a hash of the weights the parts were trained beside: tiny-sd's UNet and VAE encoder, and tiny-clip. "
+             "Training: steps x batch, peak learning rate (cosine schedule), minutes, where; a later stage "
+             "starts from the earlier one's weights (`--init-from`) with a new schedule.", "",
+             "| variant | condition | augmentation | UNet trained | CLIP vision tower | training | final loss |",
+             "|---|---|---|---|---|---|---|"]
     records = {v: json.loads((folder / f"{v}.json").read_text()) for v in ("bottleneck", "naive")
                if (folder / f"{v}.json").exists()}
     for v, d in records.items():
         cond = "class token -> mapper -> LayerNorm -> projection (1 token)" if v == "bottleneck" else "all 65 CLIP tokens"
         aug = "flip, rotation, blur, elastic; Bezier masks" if d["augment"] else "none (box masks, raw crops)"
         parts = "whole" if _unet_parts(d) == "all" else "input conv + attention"
-        lines.append(f"| {v} | {cond} | {aug} | {parts} | {d['steps']} | {d['batch']} | {d['lr']:g} | {d['minutes']} | "
-                     f"{d['final_loss']:.4f} |")
+        tower = "trained" if d.get("encoder", "head") == "all" else "frozen (as the paper)"
+        lines.append(f"| {v} | {cond} | {aug} | {parts} | {tower} | {_stages(d)} | {d['final_loss']:.4f} |")
+    lines += ["", "Commands, stage by stage (each writes `<variant>.safetensors` and its record; `--out` another folder "
+              "to keep the shipped ones):", ""]
+    lines += [f"- {v}: " + " ; then ".join(f"`{c}`" for c in _commands(d)) for v, d in records.items()]
     if len({_unet_parts(d) for d in records.values()}) > 1:
         lines += ["", "The two variants differ in the UNet parts they trained as well as in their condition: two whole "
                   "UNets would not fit the course's 40 MB of committed weights."]
