@@ -35,7 +35,8 @@ def main(argv=None):
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--init-from", type=Path, default=None,
                    help="unet: start from these UNet weights when runs/unet has no checkpoint "
-                        "(e.g. data/models/tiny-sd/unet on a machine without the training runs)")
+                        "(e.g. data/models/tiny-sd/unet on a machine without the training runs); "
+                        "pbe: start from these trained parts (a <variant>.safetensors) when runs/pbe-<variant> has no checkpoint")
     p.add_argument("--oversample", default=None, metavar="SHAPE:FACTOR,...",
                    help="unet: draw scenes naming these shapes FACTOR times as often, e.g. hexagon:2,star:1.5")
     p.add_argument("--train-text", action="store_true",
