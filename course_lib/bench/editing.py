@@ -101,6 +101,11 @@ def _swap_record(kind: str, source_img, target_img, source_spec: SceneSpec, targ
 #   1             30-32 dB         92%            67%
 # The bench adds the 3-step start beside the reference's: as editable as 2, 5 dB above the 30 dB bar.
 NULL_TEXT_FEW = 3
+# Cross-attention injected for 40% of the steps instead of the reference's 80% leaves the target
+# more steps to draw a new outline: on 24 validation shape swaps from the DDIM start (offset 35,000)
+# 83% against 71% (0.6: 79%, 0.2: 75%; the naive baseline 79%). The bench shows it from the DDIM
+# start beside the reference's setting.
+SHORT_CROSS = 0.4
 
 
 def _edit() -> P2PEdit:
@@ -166,6 +171,7 @@ def p2p(smoke: bool | None = None) -> list[Row]:
                   pipe, s.image, s.caption, steps, 7.5, inner_steps=NULL_TEXT_FEW, progress=False),
               "DDIM": lambda s: (ddim_invert(pipe, s.image, s.caption, steps, 1.0, progress=False)[-1], None)}
     res_r = {name: {"p2p": [], "naive": []} for name in starts}
+    res_short = {"p2p": []}
     rec = {name: [] for name in starts}
     seconds = dict.fromkeys(starts, 0.0)
     for i, s in enumerate(held_out_scenes(k, offset=30_000)):
@@ -182,6 +188,10 @@ def p2p(smoke: bool | None = None) -> list[Row]:
             rec[name].append(psnr(s.image, src))
             res_r[name]["p2p"].append(_swap_record(kind, s.image, tgt, s.spec, spec, s.objects[0].mask))
             res_r[name]["naive"].append(_swap_record(kind, s.image, naive, s.spec, spec, s.objects[0].mask))
+            if name == "DDIM":  # the same start, cross-attention injected for fewer steps (more room for a new shape)
+                _, tgt = p2p_edit(pipe, s.caption, spec.caption, replace(edit, cross_replace_steps=SHORT_CROSS), steps,
+                                  latents=zT, progress=False)
+                res_short["p2p"].append(_swap_record(kind, s.image, tgt, s.spec, spec, s.objects[0].mask))
     rows.append(Row("p2p", "null-text inversion reconstruction PSNR", float(np.mean(rec["null-text"])), " dB", 30,
                     detail=f"{k} rendered scenes, guidance 7.5, {seconds['null-text'] / k:.0f} s each"))
     _swap_rows(rows, "real (inverted)", res_r["null-text"], k)
@@ -192,6 +202,7 @@ def p2p(smoke: bool | None = None) -> list[Row]:
                     float(np.mean(rec["DDIM"])), " dB",
                     detail=f"the same {k} scenes, empty-prompt uncond, {seconds['DDIM'] / k:.1f} s each"))
     _swap_rows(rows, "real (DDIM inverted)", res_r["DDIM"], k)
+    _swap_rows(rows, f"real (DDIM inverted), cross-attention {SHORT_CROSS:.0%} of the steps", res_short, k)
     return rows
 
 
