@@ -469,8 +469,9 @@ def bezier_mask(box, size: int, rng: np.random.Generator, n_points: int = 20, ji
 
     ``cover=True``: the curves bulge *outward* and the mask is the polygon joined with the box, so
     it always hides the whole box. On Shapes World the box is the object's own (grown 2 px): a mask
-    inside it leaves parts of the object visible, and the model learns to redraw the object from
-    them instead of from the reference."""
+    cut to it is mostly smaller than the box, the object in training always reaches the mask's edge,
+    and the model learns to fill the mask, stretching what it paints to the mask's outline. A covering
+    mask is larger than the object, which must be painted at its own proportions inside it."""
     from PIL import ImageDraw
 
     x0, y0, x1, y1 = [float(v) for v in box]
