@@ -101,16 +101,21 @@ class _Pairs(torch.utils.data.IterableDataset):
         self.batch, self.augment, self.seed, self.cover = batch, augment, seed, cover
 
     def __iter__(self):
-        from PIL import Image
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         while True:
-            idx = rng.integers(0, len(self.images), self.batch)
-            data = [self_supervised_sample(Image.fromarray(self.images[i]), self.boxes[i], rng, augment=self.augment,
-                                           bezier=self.augment, cover=self.cover) for i in idx]
-            keep = torch.from_numpy(np.stack([~d.mask for d in data])).float()[:, None]
-            px = self.proc(images=[d.reference for d in data], return_tensors="pt").pixel_values
-            yield torch.from_numpy(idx), keep, px
+            yield _pairs(self.images, self.boxes, self.proc, self.batch, rng, self.augment, self.cover)
+
+
+def _pairs(images, boxes, proc, batch: int, rng: np.random.Generator, augment: bool, cover: bool):
+    """One batch of training pairs: (scene indices, kept-pixel masks, reference pixel values)."""
+    from PIL import Image
+    idx = rng.integers(0, len(images), batch)
+    data = [self_supervised_sample(Image.fromarray(images[i]), boxes[i], rng, augment=augment, bezier=augment,
+                                   cover=cover) for i in idx]
+    keep = torch.from_numpy(np.stack([~d.mask for d in data])).float()[:, None]
+    px = proc(images=[d.reference for d in data], return_tensors="pt").pixel_values
+    return torch.from_numpy(idx), keep, px
 
 
 class _Trainable(torch.nn.Module):
@@ -165,11 +170,10 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     base = base_fingerprint()  # the tiny-sd and tiny-clip weights this run trains beside
     stamp = run / "state.json"
     old = json.loads(stamp.read_text()) if stamp.exists() else {"base": base, "unet_parts": unet_parts, "encoder": encoder}
-    trained_base, trained_parts = old.get("base"), _unet_parts(old)
-    if trained_base != base or trained_parts != unet_parts or old.get("encoder", "head") != encoder:
+    trained_base, trained_parts, trained_encoder = old.get("base"), _unet_parts(old), old.get("encoder", "head")
+    if trained_base != base or trained_parts != unet_parts or trained_encoder != encoder:
         # the checkpoint holds a whole UNet: resuming it would train on (and ship) the old tiny-sd, or
         # continue a schedule that trained other parts
-        trained_encoder = old.get("encoder", "head")
         aside = run.with_name(f"{run.name}-{trained_base or 'unknown'}-{trained_parts}"
                               + ("" if trained_encoder == "head" else f"-encoder-{trained_encoder}"))
         run.rename(aside)
@@ -205,18 +209,9 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     budget = Budget(minutes)
     losses = []
     bar = tqdm(total=steps, initial=step, desc=f"Paint by Example ({variant})", disable=not progress)
-    from PIL import Image
     while step < steps and budget.left():
         t0 = time.time()
-        if workers > 0:
-            idx, keep, px = next(loader)
-        else:
-            idx = rng.integers(0, len(images), batch)
-            data = [self_supervised_sample(Image.fromarray(images[i]), boxes[i], rng, augment=augment, bezier=augment,
-                                            cover=cover_masks) for i in idx]
-            keep = torch.from_numpy(np.stack([~d.mask for d in data])).float()[:, None]
-            px = proc(images=[d.reference for d in data], return_tensors="pt").pixel_values
-            idx = torch.from_numpy(idx)
+        idx, keep, px = next(loader) if workers > 0 else _pairs(images, boxes, proc, batch, rng, augment, cover_masks)
         idx, keep, px = idx.to(device), keep.to(device, non_blocking=True), px.to(device, non_blocking=True)
         x = images_t[idx].permute(0, 3, 1, 2).float() / 127.5 - 1
         with torch.no_grad():
@@ -266,30 +261,31 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     return out / f"{variant}.safetensors"
 
 
-def _stages(record: dict) -> str:
-    """'steps x batch, lr, minutes on device' for a record and the records it continued."""
+def _history(record: dict) -> list[dict]:
+    """A record and the records of the stages it continued (``previous``), oldest first."""
     out = []
     while record:
-        masks = "; masks cover the box" if record.get("cover_masks") else ""
-        out.append(f"{record['steps']:,} x {record['batch']}, lr {record['lr']:g}, {record['minutes']} min on "
-                   f"{'a 2-core CPU' if record.get('device', 'CPU') == 'CPU' else record['device']}, {record.get('scenes', 6000):,} scenes{masks}")
+        out.append(record)
         record = record.get("previous")
-    return "; then ".join(reversed(out))
+    return out[::-1]
+
+
+def _stages(record: dict) -> str:
+    """'steps x batch, lr, minutes on device' for each stage of a record."""
+    return "; then ".join(
+        f"{r['steps']:,} x {r['batch']}, lr {r['lr']:g}, {r['minutes']} min on "
+        f"{'a 2-core CPU' if r.get('device', 'CPU') == 'CPU' else r['device']}, {r.get('scenes', 6000):,} scenes"
+        f"{'; masks cover the box' if r.get('cover_masks') else ''}" for r in _history(record))
 
 
 def _commands(record: dict) -> list[str]:
     """The command line of each stage of a record, oldest first."""
-    out = []
-    while record:
-        gpu = record.get("device", "CPU") != "CPU"
-        out.append(f"python -m course_lib.train pbe --method {record['variant']} --unet-parts {_unet_parts(record)} "
-                   f"--encoder {record.get('encoder', 'head')}{' --cover-masks' if record.get('cover_masks') else ''} "
-                   f"--scenes {record.get('scenes', 6000)} --batch {record['batch']} --lr {record['lr']:g} "
-                   f"--steps {record['steps']}{' --device cuda' if gpu else ''}"
-                   f"{' --workers ' + str(record['workers']) if record.get('workers') else ''}"
-                   f"{' --init-from <the stage before>' if record.get('previous') else ''}")
-        record = record.get("previous")
-    return out[::-1]
+    return [f"python -m course_lib.train pbe --method {r['variant']} --unet-parts {_unet_parts(r)} "
+            f"--encoder {r.get('encoder', 'head')}{' --cover-masks' if r.get('cover_masks') else ''} "
+            f"--scenes {r.get('scenes', 6000)} --batch {r['batch']} --lr {r['lr']:g} --steps {r['steps']}"
+            f"{' --device cuda' if r.get('device', 'CPU') != 'CPU' else ''}"
+            f"{' --workers ' + str(r['workers']) if r.get('workers') else ''}"
+            f"{' --init-from <the stage before>' if r.get('previous') else ''}" for r in _history(record)]
 
 
 def write_card(folder: Path):
