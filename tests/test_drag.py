@@ -147,6 +147,39 @@ def test_reference_latent_control_swaps_keys_and_values(random_tiny):
     assert all(type(p).__name__ != "CourseAttnProcessor" for p in pipe.unet.attn_processors.values())
 
 
+@pytest.mark.parametrize("kind", ["tiny", "sd15"])
+def test_reference_latent_control_levels_pick_the_decoder_layers(kind, random_tiny):
+    """levels=(0,) keeps the decoder's self-attention at the latent's full resolution only (tiny-sd's
+    last up block, SD 1.5's last); None keeps every decoder level, as the reference code's layers do."""
+    from course_lib.attention.layers import unet_layers
+    unet = random_tiny.unet if kind == "tiny" else random_pipeline("sd15", sample_size=8).unet
+    layers = list(unet_layers(unet).values())
+    n_up = len(unet.config.up_block_types)
+    full = [str(l) for l in layers if ReferenceLatentControl(levels=(0,)).applies(l)]
+    every = [str(l) for l in layers if ReferenceLatentControl(levels=None).applies(l)]
+    assert full and all(x.startswith(f"up{n_up - 1}.") and " self " in x for x in full)
+    assert set(full) < set(every) and all(x.startswith("up") and " self " in x for x in every)
+    assert DragConfig().control_levels == (0,)
+    with pytest.raises(ValueError, match="control_levels"):
+        DragConfig(control_levels=(-1,))
+
+
+def test_scaled_defaults_keep_the_reference_code_on_sd_and_scale_to_tiny_sd(random_tiny):
+    """The LoRA rank and the supervision grid default to the reference code's on SD 1.5 (rank 16, 256 px
+    at 512) and scale with the UNet's width and the VAE's factor on tiny-sd (rank 4, 64 px at 64)."""
+    from types import SimpleNamespace as NS
+    from course_lib.methods.drag import lora_rank, supervision_scale
+    cfg = DragConfig()
+    sd15 = NS(unet=NS(config=NS(block_out_channels=[320, 640, 1280, 1280])), vae_scale_factor=8)
+    assert lora_rank(sd15.unet, cfg) == 16 and supervision_scale(sd15, cfg) == 0.5
+    assert lora_rank(random_tiny.unet, cfg) == 4 and supervision_scale(random_tiny, cfg) == 1.0
+    given = DragConfig(lora_rank=8, supervision_scale=0.25)
+    assert lora_rank(sd15.unet, given) == 8 and supervision_scale(sd15, given) == 0.25
+    for bad in (dict(lora_rank=0), dict(supervision_scale=0.0)):
+        with pytest.raises(ValueError):
+            DragConfig(**bad)
+
+
 def test_processors_and_unet_restored_after_an_exception(random_tiny):
     pipe = random_tiny
     procs = {k: type(v) for k, v in pipe.unet.attn_processors.items()}

@@ -3,8 +3,8 @@
 The algorithm, as in the paper (Sec. 3, Fig. 2) and its reference code:
 
 1. **Identity-preserving fine-tuning**: a LoRA on the UNet's attention projections, trained with the
-   denoising loss on the input image (80 steps, rank 16, lr 5e-4, batch 4), so that inverting and
-   regenerating keeps the image's identity. A copy of the UNet; the pipeline is not modified.
+   denoising loss on the input image (80 steps, rank 16 scaled to the UNet's width, lr 5e-4, batch
+   4), so that inverting and regenerating keeps the image's identity. A copy of the UNet; the pipeline is not modified.
 2. **DDIM inversion** of the image to step t (35 of 50): z_t.
 3. **Diffusion latent optimisation** of z_t alone, alternating
    - *motion supervision* (Eq. 3): with F the UNet decoder block's feature map (upsampled to the
@@ -18,7 +18,8 @@ The algorithm, as in the paper (Sec. 3, Fig. 2) and its reference code:
    - stop when every handle is within ``stop_distance`` of its target, or after ``max_iterations``.
 4. **Reference-latent control**: denoise the optimised latent together with z_t; in the decoder's
    self-attention the edited branch's keys and values are the reference's, SDPA(q_edit, k_ref,
-   v_ref) — a :class:`~course_lib.attention.Controller`.
+   v_ref) — a :class:`~course_lib.attention.Controller` (on tiny-sd in the full-resolution decoder
+   layers only: ``DragConfig.control_levels``).
 
 Points are (x, y) in the image's pixels (x to the right, y down, as a click gives them); the
 editable-region mask is an H x W boolean array, True where the image may change.
@@ -48,22 +49,29 @@ class DragConfig:
 
     use_lora: bool = True
     lora_steps: int = 80
-    lora_rank: int = 16
+    lora_rank: int | None = None  # None: 16 x the UNet's first width / 320 (the reference code's 16 on SD 1.5; 4 on tiny-sd)
     lora_lr: float = 5e-4
     lora_batch: int = 4
     num_inference_steps: int = 50
     drag_step: int = 35  # t: invert this many of the steps, optimise z_t there
     feature_block: str = "up_blocks.1"  # output of the second decoder block
-    supervision_scale: float = 0.5  # features upsampled to this x image side (reference code: 256 px at 512)
+    # features upsampled to this x the image side; None: to 4 x the latent side, as the reference code (SD 1.5's
+    # 64x64 latents -> 256 px at 512, scale 0.5). tiny-sd's VAE halves twice, not three times: scale 1.0
+    supervision_scale: float | None = None
     r1: int = 1  # motion-supervision patch radius (supervision pixels)
     r2: int = 2  # point-tracking search radius (reference code: 3; tiny-sd's flat shapes let a wide search drift)
     lam: float = 0.1  # lambda, weight of the unmasked-region term
     lr: float = 0.05  # Adam on z_t (reference code: 0.01; at that rate tiny-sd's content barely moves in 80 steps)
     max_iterations: int = 80
     tie_break: float = 0.0  # point tracking: near-ties go to the nearer pixel (0 = the paper's plain argmin)
-    stop_distance: float = 1.0  # supervision pixels (reference code: 2); 1 at half resolution = 2 image px
+    stop_distance: float = 1.0  # supervision pixels (reference code: 2 of 256 at 512); 1 on tiny-sd = 1 image px
     reference_control: bool = True
-    control_places: Sequence[str] = ("up",)  # decoder self-attention layers (MasaCtrl's layers 10-15 of SD)
+    control_places: Sequence[str] = ("up",)  # decoder self-attention layers
+    # ... at these levels (times the latent was halved; None = all). The reference code controls SD 1.5's
+    # layers 10-15, levels 0 and 1. A level-1 token of tiny-sd is 8x8 image pixels, as wide as half an
+    # object, and there the control pulled a moved object's latent towards the background: it came out
+    # in another colour, and the drag failed (2 of 16 validation drags; notebook 07, section 4).
+    control_levels: Sequence[int] | None = (0,)
     guidance_scale: float = 1.0  # the reference code denoises without classifier-free guidance
     seed: int = 0
 
@@ -72,8 +80,13 @@ class DragConfig:
             raise ValueError(f"drag_step must be in 1..{self.num_inference_steps}, got {self.drag_step}")
         if self.r1 < 0 or self.r2 < 1:
             raise ValueError(f"need r1 >= 0 and r2 >= 1, got r1={self.r1}, r2={self.r2}")
-        if self.supervision_scale <= 0:
-            raise ValueError("supervision_scale must be positive")
+        if self.supervision_scale is not None and self.supervision_scale <= 0:
+            raise ValueError("supervision_scale must be positive (or None: 4 x the latent's side)")
+        if self.lora_rank is not None and self.lora_rank < 1:
+            raise ValueError("lora_rank must be >= 1 (or None: scaled to the UNet's width)")
+        if self.control_levels is not None and not all(isinstance(v, int) and v >= 0 for v in self.control_levels):
+            raise ValueError(f"control_levels must be levels >= 0 (0 = full resolution) or None for all, "
+                             f"got {self.control_levels!r}")
         if self.max_iterations < 0 or self.lora_steps < 0:
             raise ValueError("max_iterations and lora_steps must be >= 0")
 
@@ -235,15 +248,17 @@ class ReferenceLatentControl(Controller):
     """Reference-latent control: in the self-attention of ``places``, every branch attends with its
     own queries to the *reference* branch's keys and values: SDPA(q_edit, k_ref, v_ref).
 
-    Batch layout: branch 0 is the reference (the inverted input), branches 1.. are edits.
+    Batch layout: branch 0 is the reference (the inverted input), branches 1.. are edits. ``levels``
+    keeps only the layers at those levels (0 = the latent's full resolution; None = every level).
     """
 
-    def __init__(self, places: Sequence[str] = ("up",), start_step: int = 0):
+    def __init__(self, places: Sequence[str] = ("up",), start_step: int = 0, levels: Sequence[int] | None = None):
         super().__init__()
         self.places, self.start_step = tuple(places), start_step
+        self.levels = None if levels is None else tuple(levels)
 
     def applies(self, layer: Layer) -> bool:
-        return layer.is_self and layer.place in self.places
+        return layer.is_self and layer.place in self.places and (self.levels is None or layer.level in self.levels)
 
     def edit_qkv(self, layer: Layer, q, k, v):
         if self.step < self.start_step:
@@ -255,11 +270,29 @@ class ReferenceLatentControl(Controller):
 
 
 # ----------------------------------------------------------------------------- the driver
+def supervision_scale(pipe, config: DragConfig) -> float:
+    """Side of the supervision grid over the image's: ``config.supervision_scale``, or 4 x the latent's
+    side (the reference code's 256 px for SD 1.5 at 512 px: 0.5; tiny-sd: 1.0)."""
+    if config.supervision_scale is not None:
+        return config.supervision_scale
+    return 4 / pipe.vae_scale_factor
+
+
+def lora_rank(unet, config: DragConfig) -> int:
+    """``config.lora_rank``, or the reference code's rank 16 scaled by the UNet's first block width over
+    SD 1.5's 320 (rounded up): 16 on SD 1.5 and 2.1, 4 on tiny-sd. On tiny-sd rank 16 ties the model
+    closer to its input (16 validation drags, supervision at 1.0: the content ended 3.9% of the side
+    from the target at rank 16, 3.6% at rank 4)."""
+    if config.lora_rank is not None:
+        return config.lora_rank
+    return max(1, -(-16 * unet.config.block_out_channels[0] // 320))
+
+
 def fit_identity_lora(pipe, image, prompt: str = "", config: DragConfig | None = None, progress: bool = True):
     """Step 1: a LoRA copy of the UNet fitted to the image (returns (unet, losses))."""
     config = config or DragConfig()
     image = check_image(pipe, image)
-    unet = lora_copy(pipe.unet, rank=config.lora_rank)
+    unet = lora_copy(pipe.unet, rank=lora_rank(pipe.unet, config))
     losses = fit_unet(pipe, unet, encode(pipe, image), encode_text(pipe, prompt), config.lora_steps, config.lora_lr,
                       config.lora_batch, torch.Generator().manual_seed(config.seed), desc="DragDiffusion: LoRA",
                       progress=progress)
@@ -275,7 +308,7 @@ def _features(store: FeatureStore, name: str, size: int) -> torch.Tensor:
 def optimize_latent(pipe, z_t: torch.Tensor, t, cond: torch.Tensor, handles: torch.Tensor, targets: torch.Tensor,
                     mask: np.ndarray | None, config: DragConfig, progress: bool = True):
     """Step 3 on the supervision grid: returns (optimised z_t, final handles, iterations, losses, paths)."""
-    size = int(round(image_size(pipe) * config.supervision_scale))
+    size = int(round(image_size(pipe) * supervision_scale(pipe, config)))
     unet = pipe.unet
     store = FeatureStore([config.feature_block], detach=False)
     store.begin(BatchLayout(1, guidance=False), 1)
@@ -360,7 +393,7 @@ def drag_edit(pipe, image, handles, targets, mask=None, prompt: str = "", config
     if config.use_lora:
         unet = lora_unet if lora_unet is not None else fit_identity_lora(pipe, image, prompt, config, progress)[0]
     seconds["lora"] = time.perf_counter() - t0
-    scale = config.supervision_scale
+    scale = supervision_scale(pipe, config)
     with use_unet(pipe, unet if unet is not None else pipe.unet):
         t1 = time.perf_counter()
         traj = ddim_invert(pipe, image, prompt, config.num_inference_steps, 1.0, progress=False)
@@ -374,7 +407,8 @@ def drag_edit(pipe, image, handles, targets, mask=None, prompt: str = "", config
         gs = torch.tensor(g * scale, dtype=torch.float32, device=dev)
         z_opt, hs_end, iters, losses, paths = optimize_latent(pipe, z_t, t, cond, hs, gs, mask, config, progress)
         t2 = time.perf_counter()
-        ctls = [ReferenceLatentControl(config.control_places)] if config.reference_control else []
+        ctls = [ReferenceLatentControl(config.control_places, levels=config.control_levels)] \
+            if config.reference_control else []
         z0 = denoise_from(pipe, torch.cat([z_t, z_opt]), cond, start_index, config.num_inference_steps,
                           config.guidance_scale, ctls)
         recon, edited = to_pil(decode(pipe, z0))
