@@ -155,7 +155,7 @@ def move_handles(mask, direction, inset: float = 3.0) -> np.ndarray:
     supervision there has almost no gradient and point tracking "arrives" while the content has moved
     only part of the way. A patch that reaches the leading edge pulls the object's feature into the
     background ahead of it. Measured on tiny-sd, 6 moves of 8 px without LoRA: centroid alone 6.0% of
-    the side from the target, centroid + inset leading point 3.5%.
+    the side from the target, centroid + inset leading point 3.5% (supervision grid 32 px).
     """
     m = np.asarray(mask, bool)
     if not m.any():
