@@ -4,7 +4,8 @@ The algorithm, as in the paper (Sec. 3, Fig. 2) and its reference code:
 
 1. **Identity-preserving fine-tuning**: a LoRA on the UNet's attention projections, trained with the
    denoising loss on the input image (80 steps, rank 16 scaled to the UNet's width, lr 5e-4, batch
-   4), so that inverting and regenerating keeps the image's identity. A copy of the UNet; the pipeline is not modified.
+   4), so that inverting and regenerating keeps the image's identity. A copy of the UNet; the
+   pipeline is not modified.
 2. **DDIM inversion** of the image to step t (35 of 50): z_t.
 3. **Diffusion latent optimisation** of z_t alone, alternating
    - *motion supervision* (Eq. 3): with F the UNet decoder block's feature map (upsampled to the
@@ -49,7 +50,7 @@ class DragConfig:
 
     use_lora: bool = True
     lora_steps: int = 80
-    lora_rank: int | None = None  # None: 16 x the UNet's first width / 320 (the reference code's 16 on SD 1.5; 4 on tiny-sd)
+    lora_rank: int | None = None  # None: 16 x the UNet's first width / 320 (reference code: 16 on SD 1.5; tiny-sd 4)
     lora_lr: float = 5e-4
     lora_batch: int = 4
     num_inference_steps: int = 50
@@ -70,7 +71,7 @@ class DragConfig:
     # ... at these levels (times the latent was halved; None = all). The reference code controls SD 1.5's
     # layers 10-15, levels 0 and 1. A level-1 token of tiny-sd is 8x8 image pixels, as wide as half an
     # object, and there the control pulled a moved object's latent towards the background: it came out
-    # in another colour, and the drag failed (2 of 16 validation drags; notebook 07, section 4).
+    # in another colour, and the drag failed (2 of 16 validation drags; notebook 07, exercise 3).
     control_levels: Sequence[int] | None = (0,)
     guidance_scale: float = 1.0  # the reference code denoises without classifier-free guidance
     seed: int = 0
