@@ -84,18 +84,24 @@ def trainable_copy(unet) -> torch.nn.Module:
 
 
 def lora_copy(unet, rank: int = 16, alpha: float | None = None, targets: Sequence[str] = LORA_TARGETS,
-              adapter_name: str = "default") -> torch.nn.Module:
+              adapter_name: str = "default", seed: int = 0) -> torch.nn.Module:
     """A deep copy of the UNet with a ``peft`` LoRA adapter on the attention projections ``targets``.
 
     Only the adapter's A and B matrices require gradients (and are kept in float32); the base
-    weights are frozen. LoRA's B starts at zero, so the copy starts equal to the original.
+    weights are frozen. LoRA's B starts at zero, so the copy starts equal to the original. A is
+    drawn from ``seed``: torch seeds its global generator differently in every process, so
+    an unseeded draw would make the same fit give another adapter on every run. The global
+    generator's state is left as it was.
     """
     from peft import LoraConfig
 
     tuned = copy.deepcopy(unet)
     tuned.requires_grad_(False)
-    tuned.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
-                                 target_modules=list(targets)), adapter_name=adapter_name)
+    device = next(unet.parameters()).device
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        tuned.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
+                                     target_modules=list(targets)), adapter_name=adapter_name)
     for p in tuned.parameters():
         if p.requires_grad:
             p.data = p.data.float()

@@ -117,6 +117,23 @@ def test_lora_copy_starts_equal_to_the_original(random_tiny):
     assert all(p.requires_grad == ("lora_" in n) for n, p in tuned.named_parameters())
 
 
+def test_lora_copy_draws_its_adapter_from_its_seed_and_leaves_the_global_generator(random_tiny):
+    """The same seed gives the same adapter whatever the global generator's state (torch seeds it
+    differently in every process); another seed another adapter; the global state is untouched."""
+    def adapter(seed):
+        return {k: v.clone() for k, v in lora_copy(random_tiny.unet, rank=2, seed=seed).state_dict().items()
+                if "lora_A" in k}
+    torch.manual_seed(1)
+    a = adapter(0)
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    b = adapter(0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c = adapter(1)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_use_unet_restores_after_an_error(random_tiny):
     pipe = random_tiny
     original = pipe.unet

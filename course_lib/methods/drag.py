@@ -293,7 +293,7 @@ def fit_identity_lora(pipe, image, prompt: str = "", config: DragConfig | None =
     """Step 1: a LoRA copy of the UNet fitted to the image (returns (unet, losses))."""
     config = config or DragConfig()
     image = check_image(pipe, image)
-    unet = lora_copy(pipe.unet, rank=lora_rank(pipe.unet, config))
+    unet = lora_copy(pipe.unet, rank=lora_rank(pipe.unet, config), seed=config.seed)
     losses = fit_unet(pipe, unet, encode(pipe, image), encode_text(pipe, prompt), config.lora_steps, config.lora_lr,
                       config.lora_batch, torch.Generator().manual_seed(config.seed), desc="DragDiffusion: LoRA",
                       progress=progress)

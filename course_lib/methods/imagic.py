@@ -149,7 +149,7 @@ def imagic_fit(pipe, image, target_prompt: str, config: ImagicConfig | None = No
         if config.finetune == "full":
             unet, lr = trainable_copy(pipe.unet), config.finetune_lr
         else:
-            unet, lr = lora_copy(pipe.unet, rank=config.lora_rank), config.lora_lr
+            unet, lr = lora_copy(pipe.unet, rank=config.lora_rank, seed=config.seed), config.lora_lr
         ft_losses = fit_unet(pipe, unet, z0, e_opt, config.finetune_steps, lr, config.batch, g,
                              desc=f"Imagic: {config.finetune} fine-tuning", progress=progress)
         if config.finetune == "full" and pipe.unet.dtype != torch.float32:
