@@ -7,7 +7,8 @@ from PIL import Image
 from course_lib.attention import attention_control
 from course_lib.drag_widget import DragPicker
 from course_lib.methods.drag import (DragConfig, ReferenceLatentControl, bilinear, check_mask, check_points,
-                                     denoise_from, drag_edit, motion_supervision_loss, move_handles, track_points)
+                                     denoise_from, drag_edit, leading_edge, motion_supervision_loss, move_handles,
+                                     stretch_handles, track_points)
 from course_lib.sampling import encode_text
 from course_lib.testing import random_pipeline
 
@@ -113,18 +114,39 @@ def test_point_tracking_finds_a_known_shift():
     assert not torch.equal(track_points(feat0, far, h0.clone(), h0, r2=2), h0 + torch.tensor([6.0, 0.0]))
 
 
-def test_move_handles_are_the_centroid_and_a_point_inside_the_leading_edge():
+def test_move_handles_are_the_centroid_and_points_inside_the_edges():
     mask = np.zeros((32, 32), bool)
     mask[10:20, 4:14] = True  # x in [4, 14), y in [10, 20): centroid (9, 15)
     right = move_handles(mask, (5, 0))
-    np.testing.assert_allclose(right, [[9.0, 15.0], [10.0, 15.0]])  # leading 1-px band centre 13, 3 px in
+    # centroid; leading 1-px band centre x 13, 3 px in; trailing band x 5, 3 px in; sides y 19 and 11, 3 px in
+    np.testing.assert_allclose(right, [[9, 15], [10, 15], [8, 15], [9, 16], [9, 14]])
     up = move_handles(mask, (0, -1), inset=2)
-    np.testing.assert_allclose(up[1], [9.0, 13.0])
+    np.testing.assert_allclose(up[1:3], [[9.0, 13.0], [9.0, 17.0]])
     for d in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-        x, y = move_handles(mask, d)[1]
-        assert mask[int(y), int(x)], f"the leading handle for {d} should lie on the object"
+        for x, y in move_handles(mask, d):
+            assert mask[int(y), int(x)], f"every handle for {d} should lie on the object"
     with pytest.raises(ValueError, match="empty"):
         move_handles(np.zeros((8, 8), bool), (1, 0))
+
+
+def test_stretch_handles_lie_on_the_leading_edge():
+    mask = np.zeros((32, 32), bool)
+    mask[10:20, 4:14] = True
+    # the leading edge's centre, then the outermost points 0.8 x half the height (3.6 px) above and below
+    np.testing.assert_allclose(stretch_handles(mask, (1, 0)), [[13, 15], [13, 11], [13, 19]])
+    np.testing.assert_allclose(stretch_handles(mask, (0, -2))[0], leading_edge(mask, (0, -1)))
+    # a triangle pointing right: its tip is the first handle; lines beside the tip that miss the object
+    # give no handle, and every handle is on the object's outline along the drag
+    tri = np.zeros((32, 32), bool)
+    for x in range(4, 24):
+        half = (24 - x) // 2
+        tri[16 - half:17 + half, x] = True
+    h = stretch_handles(tri, (1, 0))
+    assert 1 <= len(h) <= 3 and h[0][0] == pytest.approx(leading_edge(tri, (1, 0))[0])
+    for x, y in h:
+        assert tri[int(y), int(x)] and not tri[int(y), min(int(x) + 2, 31)]
+    with pytest.raises(ValueError, match="empty"):
+        stretch_handles(np.zeros((8, 8), bool), (1, 0))
 
 
 # ----------------------------------------------------------------------------- reference-latent control
@@ -347,3 +369,20 @@ def test_bench_drag_scores_read_a_perfect_edit_as_arrived():
         assert dist < 1.5, f"case {i} ({kind}): a perfect edit scored {dist:.1f}% from the target"
         scored += 1
     assert scored >= 6
+
+
+def test_bench_drag_cases_keep_the_drag_in_the_picture():
+    from course_lib.bench.base import held_out_scenes
+    from course_lib.bench.drag import drag_case
+    scenes = held_out_scenes(8, offset=60_000)
+    assert scenes[0].objects[0].bbox[1] <= 2  # this object touches the top: no room for a 3 px margin there
+    for i, s in enumerate(scenes):
+        kind, h, g, mask, d = drag_case(s, i)
+        assert len(h) == len(g) == (5 if kind == "move" else len(h)) and 1 <= len(h) <= 5
+        assert (g >= 2).all() and (g <= s.size - 3).all(), f"case {i}: a target leaves the picture"
+        x0, y0, x1, y1 = s.objects[0].bbox
+        dx, dy = (g[0] - h[0]).round().astype(int)
+        swept = np.zeros_like(mask)
+        swept[min(y0, y0 + dy):max(y1, y1 + dy), min(x0, x0 + dx):max(x1, x1 + dx)] = True
+        assert mask[swept].all(), f"case {i}: the editable region misses part of the object's path"
+        assert np.allclose(g - h, g[0] - h[0]), "every handle moves by the same vector"

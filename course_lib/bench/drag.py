@@ -1,10 +1,11 @@
 """Suite ``drag``: DragDiffusion on rendered held-out scenes with known ground truth, on tiny-sd.
 
-Cases alternate *move* (two handles, the object's centroid and a point 3 px inside its leading edge,
-each with its target 8 px away: :func:`~course_lib.methods.drag.move_handles`) and *stretch* (one
-handle on the object's leading edge, the mean of its outermost pixels along the drag, target 6 px
-further out). The editable region is the box around the object and
-its destination, grown by 3 px. Where the handle content ended: for a move, the centroid of the
+Cases alternate *move* (five handles, the object's centroid and points 3 px inside its leading and
+trailing edges and its sides, each with its target 8 px away: :func:`~course_lib.methods.drag.move_handles`)
+and *stretch* (handles on the object's leading edge, the first the mean of its outermost pixels along
+the drag, each target 6 px further out: :func:`~course_lib.methods.drag.stretch_handles`). The
+direction is the first of right, left, down, up (starting at a different one per case) that keeps the
+targets and the object's swept box in the image. The editable region is that box grown by 3 px. Where the handle content ended: for a move, the centroid of the
 object the oracle finds (by colour) in the edited image; for a stretch, the mean of that object's
 pixels that lie furthest along the drag direction. An object the oracle no longer finds counts as
 not moved (its distance is the full handle-target distance). The same cases run without LoRA and
@@ -17,7 +18,8 @@ import time
 import numpy as np
 import torch
 
-from ..methods.drag import DragConfig, drag_edit, fit_identity_lora, leading_edge, move_handles
+from ..methods.drag import (DragConfig, drag_edit, fit_identity_lora, leading_edge, move_handles,
+                            stretch_handles)
 from ..metrics import psnr
 from ..models import load_pipeline
 from ..shapes.oracle import read_image
@@ -33,19 +35,20 @@ def drag_case(scene, i: int):
     targets are (n, 2) arrays of (x, y), the first handle is the one the case is scored on."""
     o = scene.objects[0]
     side = scene.size
-    cx, cy = o.centroid
     x0, y0, x1, y1 = o.bbox
     for k in range(4):
         d = np.array(DIRECTIONS[(i + k) % 4], float)
         if i % 2 == 0:
             kind, dist = "move", 8.0
-            h = np.stack([np.array([cx, cy], float), move_handles(o.mask, d)[1]])
+            h = move_handles(o.mask, d)
         else:
             kind, dist = "stretch", 6.0
-            h = leading_edge(o.mask, d)[None]  # the object's leading edge, as ended_at reads it
+            h = stretch_handles(o.mask, d)  # the first: the object's leading edge, as ended_at reads it
         g = h + dist * d
-        lo = np.array([x0, y0]) + np.minimum(d * dist, 0) - 3
-        hi = np.array([x1, y1]) + np.maximum(d * dist, 0) + 3
+        # the object's box swept to its destination must stay in the image; the 3 px margin around it
+        # is clipped to the image (an object touching the border can still be dragged away from it)
+        lo = np.array([x0, y0]) + np.minimum(d * dist, 0)
+        hi = np.array([x1, y1]) + np.maximum(d * dist, 0)
         if (g >= 2).all() and (g <= side - 3).all() and (lo >= 0).all() and (hi <= side).all():
             break
     else:  # no direction fits: drop extra handles that would leave, and stop the first one at the edge
@@ -54,7 +57,7 @@ def drag_case(scene, i: int):
         h, g = h[inside], g[inside]
         g[0] = np.clip(g[0], 2, side - 3)
     mask = np.zeros((side, side), bool)
-    lo, hi = np.clip(lo, 0, side).astype(int), np.clip(hi, 0, side).astype(int)
+    lo, hi = np.clip(lo - 3, 0, side).astype(int), np.clip(hi + 3, 0, side).astype(int)
     mask[lo[1]:hi[1], lo[0]:hi[0]] = True
     return kind, h, g, mask, d
 
