@@ -1,15 +1,16 @@
 """Suite ``drag``: DragDiffusion on rendered held-out scenes with known ground truth, on tiny-sd.
 
 Cases alternate *move* (five handles, the object's centroid and points 3 px inside its leading and
-trailing edges and its sides, each with its target 8 px away: :func:`~course_lib.methods.drag.move_handles`)
-and *stretch* (handles on the object's leading edge, the first the mean of its outermost pixels along
-the drag, each target 6 px further out: :func:`~course_lib.methods.drag.stretch_handles`). The
-direction is the first of right, left, down, up (starting at a different one per case) that keeps the
-targets and the object's swept box in the image. The editable region is that box grown by 3 px. Where the handle content ended: for a move, the centroid of the
-object the oracle finds (by colour) in the edited image; for a stretch, the mean of that object's
-pixels that lie furthest along the drag direction. An object the oracle no longer finds counts as
-not moved (its distance is the full handle-target distance). The same cases run without LoRA and
-without reference-latent control.
+trailing edges and its sides, each with its target 8 px away:
+:func:`~course_lib.methods.drag.move_handles`) and *stretch* (handles on the object's leading edge,
+the first the mean of its outermost pixels along the drag, each target 6 px further out:
+:func:`~course_lib.methods.drag.stretch_handles`). The direction is the first of right, left, down,
+up (starting at a different one per case) that keeps the targets and the object's swept box in the
+image. The editable region is that box grown by 3 px. Where the handle content ended: for a move,
+the centroid of the object the oracle finds (by colour) in the edited image; for a stretch, the mean
+of that object's pixels that lie furthest along the drag direction. An object the oracle no longer
+finds counts as not moved (its distance is the full handle-target distance). The same cases run
+without LoRA and without reference-latent control.
 """
 from __future__ import annotations
 

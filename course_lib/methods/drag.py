@@ -182,7 +182,7 @@ def stretch_handles(mask, direction, spread: float = 0.8) -> np.ndarray:
     One point drags one patch of the edge: on tiny-sd the rest of the edge held it back, and the edge
     ended 5.2% of the side from its target on the drag bench's 10 stretches of 6 px (5.8% on 8
     validation stretches); with the two extra points 4.3% (4.8%). Keeping only points within 2 or 4 px
-    of the leading edge (a triangle's tip alone) was worse on both sets.
+    of the leading edge (a triangle's tip alone) was no better on either set.
     """
     m = np.asarray(mask, bool)
     if not m.any():
