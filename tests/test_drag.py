@@ -8,7 +8,7 @@ from course_lib.attention import attention_control
 from course_lib.drag_widget import DragPicker
 from course_lib.methods.drag import (DragConfig, ReferenceLatentControl, bilinear, check_mask, check_points,
                                      denoise_from, drag_edit, leading_edge, motion_supervision_loss, move_handles,
-                                     stretch_handles, track_points)
+                                     optimize_latent, stretch_handles, track_points)
 from course_lib.sampling import encode_text
 from course_lib.testing import random_pipeline
 
@@ -219,6 +219,23 @@ def test_processors_and_unet_restored_after_an_exception(random_tiny):
 
 
 # ----------------------------------------------------------------------------- the driver
+def test_latent_optimisation_stays_within_max_drift(random_tiny):
+    pipe = random_tiny
+    z_t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    pipe.scheduler.set_timesteps(4)
+    t, cond = pipe.scheduler.timesteps[1], encode_text(pipe, "a red square")
+    h, g = torch.tensor([[20.0, 30.0]]), torch.tensor([[40.0, 30.0]])
+    drift = {}
+    for bound in (None, 0.01):
+        config = DragConfig(**{**QUICK, "max_drift": bound, "lr": 0.05})
+        z, *_ = optimize_latent(pipe, z_t, t, cond, h.clone(), g, None, config, progress=False)
+        drift[bound] = float((z - z_t).abs().max())
+    assert drift[None] > 0.03  # Adam moves elements about lr per step
+    assert drift[0.01] <= 0.01 + 1e-6
+    with pytest.raises(ValueError, match="max_drift"):
+        DragConfig(max_drift=0)
+
+
 def test_drag_edit_runs_and_leaves_the_pipeline(random_tiny):
     pipe = random_tiny
     before = _snapshot(pipe.unet)

@@ -16,7 +16,8 @@ The algorithm, as in the paper (Sec. 3, Fig. 2) and its reference code:
      so the content moves one (supervision) pixel towards g_i per step; M is the editable region.
    - *point tracking* (Eq. 4): each handle moves to the nearest neighbour (L1 on features) of its
      original feature F_{h_i^0}(z_t^0) within the square of radius r2 around it.
-   - stop when every handle is within ``stop_distance`` of its target, or after ``max_iterations``.
+   - stop when every handle is within ``stop_distance`` of its target, or after ``max_iterations``;
+   - (the course's addition) each element of z_t stays within ``max_drift`` of its inversion.
 4. **Reference-latent control**: denoise the optimised latent together with z_t; in the decoder's
    self-attention the edited branch's keys and values are the reference's, SDPA(q_edit, k_ref,
    v_ref) — a :class:`~course_lib.attention.Controller` (on tiny-sd in the full-resolution decoder
@@ -64,6 +65,10 @@ class DragConfig:
     lam: float = 0.1  # lambda, weight of the unmasked-region term
     lr: float = 0.05  # Adam on z_t (reference code: 0.01; at that rate tiny-sd's content barely moves in 80 steps)
     max_iterations: int = 80
+    # each element of the optimised latent stays within this of z_t (None: unbounded, as the reference code, whose lr
+    # 0.01 moves an element at most 0.8 in 80 steps). At lr 0.05 elements ran 3-4 away (tiny-sd's latents have std
+    # 0.8), and a dragged object could come out in other colours (bench drag: a blue hexagon turned cyan and yellow)
+    max_drift: float | None = 2.0
     tie_break: float = 0.0  # point tracking: near-ties go to the nearer pixel (0 = the paper's plain argmin)
     stop_distance: float = 1.0  # supervision pixels (reference code: 2 of 256 at 512); 1 on tiny-sd = 1 image px
     reference_control: bool = True
@@ -88,6 +93,8 @@ class DragConfig:
         if self.control_levels is not None and not all(isinstance(v, int) and v >= 0 for v in self.control_levels):
             raise ValueError(f"control_levels must be levels >= 0 (0 = full resolution) or None for all, "
                              f"got {self.control_levels!r}")
+        if self.max_drift is not None and not self.max_drift > 0:
+            raise ValueError(f"max_drift must be positive (or None: unbounded), got {self.max_drift!r}")
         if self.max_iterations < 0 or self.lora_steps < 0:
             raise ValueError("max_iterations and lora_steps must be >= 0")
 
@@ -382,6 +389,9 @@ def optimize_latent(pipe, z_t: torch.Tensor, t, cond: torch.Tensor, handles: tor
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if config.max_drift is not None:  # a trust region around the inverted latent
+                    with torch.no_grad():
+                        z.copy_(z_t.float() + (z - z_t.float()).clamp(-config.max_drift, config.max_drift))
                 losses.append(loss.item())
     return z.detach().to(z_t.dtype), handles, it, losses, paths
 
