@@ -369,7 +369,8 @@ def optimize_latent(pipe, z_t: torch.Tensor, t, cond: torch.Tensor, handles: tor
             eps0 = unet(z_t, t, encoder_hidden_states=cond).sample
             prev0 = pipe.scheduler.step(eps0, t, z_t).prev_sample.float()
             feat0 = _features(store, config.feature_block, size)
-        z = z_t.detach().clone().float().requires_grad_(True)
+        z0 = z_t.detach().float()
+        z = z0.clone().requires_grad_(True)
         opt = torch.optim.Adam([z], lr=config.lr)
         bar = tqdm(range(config.max_iterations + 1), desc="DragDiffusion: latent", disable=not progress, leave=False)
         with torch.enable_grad():
@@ -391,7 +392,7 @@ def optimize_latent(pipe, z_t: torch.Tensor, t, cond: torch.Tensor, handles: tor
                 opt.step()
                 if config.max_drift is not None:  # a trust region around the inverted latent
                     with torch.no_grad():
-                        z.copy_(z_t.float() + (z - z_t.float()).clamp(-config.max_drift, config.max_drift))
+                        z.copy_(z0 + (z - z0).clamp(-config.max_drift, config.max_drift))
                 losses.append(loss.item())
     return z.detach().to(z_t.dtype), handles, it, losses, paths
 
