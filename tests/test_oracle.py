@@ -83,3 +83,23 @@ def test_layout_kept_tells_an_edit_in_place_from_a_moved_object():
     assert layout_kept(src.image, blue) > 0.9
     assert layout_kept(src.image, moved.image) < 0.3
     assert layout_kept(src.image, Image.new("RGB", src.image.size, "white")) == 0.0  # nothing drawn
+
+
+def test_drawn_right_counts_the_generations_the_oracle_reads_as_the_prompt(monkeypatch):
+    """bench p2p's reference for each swap: the share of fresh-noise generations of the target prompt
+    that show its object; the split of the success rows rests on it."""
+    from course_lib.bench import editing
+    from course_lib.shapes.world import render_spec
+
+    scene = single_object("square", "red", "white", size="large")
+    other_colour = render_spec(scene.spec.replace_object(0, color="blue")).image
+    other_shape = render_spec(scene.spec.replace_object(0, shape="star")).image
+    asked = []
+
+    def fake_sample(pipe, prompts, *a, **kw):
+        asked.append(prompts)
+        return [scene.image, other_colour, other_shape, scene.image]
+
+    monkeypatch.setattr(editing, "sample", fake_sample)
+    assert editing.drawn_right(None, scene.spec, 20, seed=0, draws=4) == 0.5
+    assert asked == [[scene.spec.caption] * 4]

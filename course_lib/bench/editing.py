@@ -113,14 +113,21 @@ def _edit() -> P2PEdit:
     return P2PEdit(kind="swap", cross_replace_steps=0.8, self_replace_steps=0.4)
 
 
-def _swap_rows(rows: list, source: str, res: dict, n: int):
+def _swap_rows(rows: list, source: str, res: dict, n: int, drawn: dict | None = None):
     """Rows per method and swap kind (colour, shape): success, background PSNR and layout kept; bars
-    on P2P."""
+    on P2P. ``drawn``: per kind, each case's share of fresh-noise generations of its target prompt
+    that the oracle reads right (:func:`drawn_right`), in the order of the cases."""
     for name, r in res.items():
         for kind in ("colour", "shape"):
             part = [x for x in r if x[0] == kind]
             if not part:
                 continue
+            drawable = ""
+            if drawn:
+                easy = [x[1] for x, d in zip(part, drawn[kind]) if d >= 0.75]
+                drawable = (f"; target prompt drawn right from fresh noise {100 * np.mean(drawn[kind]):.0f}%, "
+                            f"success on the {len(easy)} cases drawn right in >= 3 of {TARGET_DRAWS}: "
+                            + (f"{100 * np.mean(easy):.0f}%" if easy else "n/a"))
             ok = 100 * np.mean([x[1] for x in part])
             bg = float(np.mean([x[2] for x in part]))
             new = 100 * np.mean([x[3] for x in part])
@@ -129,11 +136,33 @@ def _swap_rows(rows: list, source: str, res: dict, n: int):
             bars = (90, 28) if name == "p2p" else (None, None)
             rows.append(Row("p2p", f"{name}: {kind} swap success, {source}", ok, "%", bars[0],
                             detail=f"{len(part)} of {n} cases; new {kind} read {new:.0f}%; source right "
-                                   f"{100 * len(right) / len(part):.0f}%, success on those {given}"))
+                                   f"{100 * len(right) / len(part):.0f}%, success on those {given}{drawable}"))
             rows.append(Row("p2p", f"{name}: {kind} swap background PSNR, {source}", bg, " dB", bars[1]))
             rows.append(Row("p2p", f"{name}: {kind} swap layout kept (object mask IoU), {source}",
                             float(np.mean([x[5] for x in part])), "",
                             detail="largest object of the source against that of the edit"))
+
+
+# How often the model itself draws a case's target prompt: a swap cannot be expected to draw what the
+# model cannot. The rows' details split success by it.
+TARGET_DRAWS = 4
+
+
+def drawn_right(pipe, spec: SceneSpec, steps: int, seed: int, draws: int = TARGET_DRAWS) -> float:
+    """Share of ``draws`` fresh-noise generations of ``spec``'s caption in which the oracle reads its
+    first object (shape and colour)."""
+    o = spec.objects[0]
+    g = torch.Generator().manual_seed(10_000 + seed)
+    imgs = sample(pipe, [spec.caption] * draws, steps, 7.5, generator=g, progress=False)
+    return float(np.mean([read_image(im).find(shape=o.shape, color=o.color) is not None for im in imgs]))
+
+
+def _drawn_rows(rows: list, source: str, drawn: dict):
+    for kind, shares in drawn.items():
+        rows.append(Row("p2p", f"target prompts of the {kind} swaps, {source}, drawn from fresh noise",
+                        100 * float(np.mean(shares)), "%",
+                        detail=f"{len(shares)} cases, {TARGET_DRAWS} seeds each: how often the model itself "
+                               "draws (oracle) what the edit must draw"))
 
 
 @suite("p2p")
@@ -147,9 +176,11 @@ def p2p(smoke: bool | None = None) -> list[Row]:
     # since one case of 15 moved a share by 7 points
     res = {"p2p": [], "naive": []}
     t_edit = 0.0
+    drawn = {"colour": [], "shape": []}
     for i, s in enumerate(held_out_scenes(n, offset=20_000)):
         spec, a, b = swap_case(s, i)
         kind = "colour" if i % 2 == 0 else "shape"
+        drawn[kind].append(drawn_right(pipe, spec, steps, seed=i))
         g = torch.Generator().manual_seed(i)
         z = torch.randn((1, 4, 16, 16), generator=g)
         edit = replace(_edit(), local_blend=[spec.objects[0].shape, s.spec.objects[0].shape])
@@ -159,7 +190,8 @@ def p2p(smoke: bool | None = None) -> list[Row]:
         n_src, n_tgt = sample(pipe, [s.caption, spec.caption], steps, 7.5, latents=z, progress=False)
         res["p2p"].append(_swap_record(kind, src, tgt, s.spec, spec))
         res["naive"].append(_swap_record(kind, n_src, n_tgt, s.spec, spec))
-    _swap_rows(rows, "generated", res, n)
+    _drawn_rows(rows, "generated", drawn)
+    _swap_rows(rows, "generated", res, n, drawn)
     rows.append(Row("p2p", "seconds per P2P edit (source + target)", t_edit / n, " s",
                     detail=f"{steps} steps on {cfg.device}"))
     # real (rendered) sources from two starts, null-text inversion and plain DDIM inversion (guidance 1,
@@ -174,9 +206,11 @@ def p2p(smoke: bool | None = None) -> list[Row]:
     res_short = {"p2p": []}
     rec = {name: [] for name in starts}
     seconds = dict.fromkeys(starts, 0.0)
+    drawn_r = {"colour": [], "shape": []}
     for i, s in enumerate(held_out_scenes(k, offset=30_000)):
         spec, _, _ = swap_case(s, i)
         kind = "colour" if i % 2 == 0 else "shape"
+        drawn_r[kind].append(drawn_right(pipe, spec, steps, seed=i))
         edit = replace(_edit(), local_blend=[spec.objects[0].shape, s.spec.objects[0].shape])
         for name, invert in starts.items():
             t = time.perf_counter()
@@ -192,17 +226,18 @@ def p2p(smoke: bool | None = None) -> list[Row]:
                 _, tgt = p2p_edit(pipe, s.caption, spec.caption, replace(edit, cross_replace_steps=SHORT_CROSS), steps,
                                   latents=zT, progress=False)
                 res_short["p2p"].append(_swap_record(kind, s.image, tgt, s.spec, spec, s.objects[0].mask))
+    _drawn_rows(rows, "real", drawn_r)
     rows.append(Row("p2p", "null-text inversion reconstruction PSNR", float(np.mean(rec["null-text"])), " dB", 30,
                     detail=f"{k} rendered scenes, guidance 7.5, {seconds['null-text'] / k:.0f} s each"))
-    _swap_rows(rows, "real (inverted)", res_r["null-text"], k)
+    _swap_rows(rows, "real (inverted)", res_r["null-text"], k, drawn_r)
     rows.append(Row("p2p", f"{few}: reconstruction PSNR", float(np.mean(rec[few])), " dB", 30,
                     detail=f"the same {k} scenes, {seconds[few] / k:.0f} s each"))
-    _swap_rows(rows, f"real ({few})", res_r[few], k)
+    _swap_rows(rows, f"real ({few})", res_r[few], k, drawn_r)
     rows.append(Row("p2p", "DDIM inversion (guidance 1) reconstruction PSNR, sampled at guidance 7.5",
                     float(np.mean(rec["DDIM"])), " dB",
                     detail=f"the same {k} scenes, empty-prompt uncond, {seconds['DDIM'] / k:.1f} s each"))
-    _swap_rows(rows, "real (DDIM inverted)", res_r["DDIM"], k)
-    _swap_rows(rows, f"real (DDIM inverted), cross-attention {SHORT_CROSS:.0%} of the steps", res_short, k)
+    _swap_rows(rows, "real (DDIM inverted)", res_r["DDIM"], k, drawn_r)
+    _swap_rows(rows, f"real (DDIM inverted), cross-attention {SHORT_CROSS:.0%} of the steps", res_short, k, drawn_r)
     return rows
 
 
