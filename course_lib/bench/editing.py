@@ -144,7 +144,9 @@ def _swap_rows(rows: list, source: str, res: dict, n: int, drawn: dict | None = 
 
 
 # How often the model itself draws a case's target prompt: a swap cannot be expected to draw what the
-# model cannot. The rows' details split success by it.
+# model cannot. The rows' details split success by it. On the bench: the real shape swaps' targets are
+# drawn right in 75% of fresh draws (4 small objects in fewer than 3 of 4), and from the DDIM start P2P
+# succeeds in 91% of the 11 others; generated colour swaps 100% of the 24 drawable, shape 93% of 27.
 TARGET_DRAWS = 4
 
 
