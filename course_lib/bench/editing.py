@@ -24,7 +24,7 @@ from ..metrics import mask_iou, psnr
 from ..models import load_pipeline
 from ..sampling import sample
 from ..shapes import vocab as V
-from ..shapes.oracle import read_image
+from ..shapes.oracle import judge, read_image
 from ..shapes.world import SceneSpec
 from . import Row, bench_config, suite
 from .base import held_out_scenes
@@ -158,7 +158,7 @@ def drawn_right(pipe, spec: SceneSpec, steps: int, seed: int, draws: int = TARGE
     o = spec.objects[0]
     g = torch.Generator().manual_seed(10_000 + seed)
     imgs = sample(pipe, [spec.caption] * draws, steps, 7.5, generator=g, progress=False)
-    return float(np.mean([read_image(im).find(shape=o.shape, color=o.color) is not None for im in imgs]))
+    return float(np.mean([judge(im, o.shape, o.color) for im in imgs]))
 
 
 def _drawn_rows(rows: list, source: str, drawn: dict):
