@@ -229,6 +229,67 @@ def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / f"pbe-bottleneck-{old_base}-all" / "state.json").exists()
 
 
+def test_object_crops_carry_the_labels_of_the_objects_they_show():
+    from course_lib.shapes import vocab as V
+    from course_lib.train.pbe_tower import LABELS, object_crops
+    crops, labels = object_crops(range(5), min_side=8)
+    expected = [o for seed in range(5) for o in make_scene(seed).objects
+                if min(o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]) >= 8]
+    assert len(crops) == len(expected) and set(labels) == set(LABELS)
+    for crop, o, k in zip(crops, expected, range(len(crops))):
+        x0, y0, x1, y1 = pbe.object_box(o.bbox, 64)
+        assert crop.size == (x1 - x0, y1 - y0)
+        assert (V.SHAPES[labels["shape"][k]], V.COLOR_NAMES[labels["color"][k]]) == (o.shape, o.color)
+
+
+def test_shape_axes_tells_a_line_from_shapes_equally_apart(clip, monkeypatch):
+    import course_lib.train.pbe_tower as pt
+    _, _, proc = clip
+    rng = np.random.default_rng(0)
+    line = rng.normal(size=16)
+    for tokens, lo, hi in (  # canonical exemplars' tokens: colour by colour, shape by shape
+            (np.stack([c + k * line for c in rng.normal(size=(6, 16)) for k in range(6)]), 0.999, 1.0),
+            (np.stack([c + e for c in rng.normal(size=(6, 16)) for e in 10 * np.eye(16)[:6]]), 0.19, 0.21)):
+        monkeypatch.setattr(pt, "class_tokens", lambda tower, proc, crops, t=tokens: t[:len(crops)])
+        assert lo <= pt.shape_axes(None, proc) <= hi
+
+
+def test_a_refined_tower_travels_with_paint_by_example_s_trained_parts(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    import course_lib.train.pbe as tp
+    from course_lib.train.pbe_tower import load_tower, refine_tower
+    monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
+    path = refine_tower(out=tmp_path / "tower", minutes=None, steps=2, batch=4, n_scenes=6, progress=False,
+                        probe_scenes=60)
+    import json
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["steps"] == 2 and {"shape", "color", "pattern", "shape_axis"} <= set(record["before"])
+    refined, _ = load_tower(path)
+    shipped = load_clip("tiny-clip", device="cpu", dtype="float32")[0].vision_model
+    key = "encoder.layers.0.mlp.fc1.weight"
+    assert not torch.equal(refined.state_dict()[key], shipped.state_dict()[key])
+
+    w = load_file(tp.train_pbe("bottleneck", minutes=None, steps=1, batch=2, n_scenes=8, out=tmp_path / "w",
+                               progress=False, bf16=False, unet_parts="attention", tower=path))
+    stored = {k[len("image_encoder.model."):]: v for k, v in w.items() if k.startswith("image_encoder.model.")}
+    stored = {k.removeprefix("vision_model."): v for k, v in stored.items()}
+    assert stored.keys() == refined.state_dict().keys()
+    torch.testing.assert_close(stored[key].float(), refined.state_dict()[key].half().float())  # frozen, as trained
+    p = tiny_pipeline("bottleneck", weights=tmp_path / "w" / "bottleneck.safetensors", folder=tmp_path / "folder")
+    loaded = getattr(p.image_encoder.model, "vision_model", p.image_encoder.model)
+    torch.testing.assert_close(loaded.state_dict()[key], refined.state_dict()[key].half().float())
+    record = json.loads((tmp_path / "w" / "bottleneck.json").read_text())
+    assert record["tower"]["record"]["steps"] == 2 and "refined on object crops" in (tmp_path / "w" / "README.md").read_text()
+    # a checkpoint trained with another tower (here: tiny-clip's) is moved aside, not resumed
+    tp.train_pbe("bottleneck", minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
+                 bf16=False, unet_parts="attention")
+    assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 2
+    assert "image_encoder.model.post_layernorm.weight" not in load_file(tmp_path / "w" / "bottleneck.safetensors")
+    with pytest.raises(FileNotFoundError, match="pbe-tower"):
+        tp.train_pbe("bottleneck", steps=1, tower=tmp_path / "missing.safetensors")
+
+
 def test_blend_known_keeps_the_latent_outside_the_mask(clip):
     model, _, proc = clip
     p = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")

@@ -6,7 +6,8 @@ with hard negative captions and an attribute read-out, so the class token holds 
 (tiny-sd's VAE), ``vae-decoder`` (its decoder fine-tuned, encoder frozen), ``unet`` (tiny-sd's UNet),
 ``assemble`` (write data/models/tiny-sd and data/models/tiny-clip in fp16), ``card`` (measure them
 and write the model card). ``all`` runs them in that order. Lessons' own weights: ``concept`` (notebook 04's
-concept LoRA / Textual Inversion, ``--method``) and ``pbe`` (notebook 05's Paint by Example,
+concept LoRA / Textual Inversion, ``--method``), ``pbe-tower`` (a copy of tiny-clip's vision tower
+refined on object crops, for Paint by Example's condition) and ``pbe`` (notebook 05's Paint by Example,
 ``--method bottleneck|naive``).
 Every stage is seeded, stops at its time budget (``--minutes``), saves a resumable checkpoint under
 ``runs/`` and continues from it when run again. Runs under ``accelerate launch -m course_lib.train``
@@ -24,7 +25,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card",
-                                     "all", "concept", "pbe"])
+                                     "all", "concept", "pbe-tower", "pbe"])
     p.add_argument("--minutes", type=float, default=None, help="time budget of this run")
     p.add_argument("--steps", type=int, default=None, help="total steps of the schedule")
     p.add_argument("--batch", type=int, default=None)
@@ -53,6 +54,9 @@ def main(argv=None):
                    help="pbe: data-loader processes making the training pairs (0: in this process, fixed order)")
     p.add_argument("--encoder", default="head", choices=["head", "all"],
                    help="pbe: train only the image encoder's head (the paper) or its CLIP vision tower too")
+    p.add_argument("--tower", type=Path, default=None,
+                   help="pbe: the image encoder's vision tower from this file (written by the pbe-tower stage, "
+                        "runs/pbe-tower/tower.safetensors) instead of tiny-clip's")
     p.add_argument("--cover-masks", action="store_true",
                    help="pbe: Bezier masks that bulge outward and always hide the whole object box")
     p.add_argument("--scenes", type=int, default=None, help="pbe: rendered training scenes (default 6000)")
@@ -109,8 +113,12 @@ def main(argv=None):
             print("paint by example ->", train_pbe(variant=a.method if a.method != "lora" else "bottleneck",
                                                    bf16=not a.no_bf16, unet_parts=a.unet_parts, device=a.device,
                                                    workers=a.workers, out=a.out, encoder=a.encoder,
-                                                   cover_masks=a.cover_masks, init_from=a.init_from,
+                                                   cover_masks=a.cover_masks, init_from=a.init_from, tower=a.tower,
                                                    **({"n_scenes": a.scenes} if a.scenes else {}), **kw))
+        elif stage == "pbe-tower":
+            from .pbe_tower import refine_tower
+            print("Paint by Example's vision tower ->",
+                  refine_tower(**({"n_scenes": a.scenes} if a.scenes else {}), **kw))
         elif stage == "card":
             from .card import write_card
             write_card()

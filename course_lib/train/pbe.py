@@ -144,11 +144,14 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
               lr: float = 3e-4, seed: int = 0, bf16: bool = True, n_scenes: int = 6000, null_p: float = 0.2,
               out: Path | None = None, save_every: int | None = None, progress: bool = True, unet_parts: str = "all",
               device: str | None = None, workers: int = 0, encoder: str = "head", cover_masks: bool = False,
-              init_from: Path | None = None) -> Path:
+              init_from: Path | None = None, tower: Path | None = None) -> Path:
     """``workers=0`` makes the pairs in this process, in a fixed order (the shipped CPU runs);
     ``workers > 0`` in that many data-loader processes (for a GPU, which would otherwise wait).
     ``cover_masks``: Bezier masks that always hide the whole box (:func:`~course_lib.methods.pbe.bezier_mask`).
-    ``init_from``: start from these trained parts (a ``<variant>.safetensors``) when the run has no checkpoint."""
+    ``init_from``: start from these trained parts (a ``<variant>.safetensors``) when the run has no checkpoint.
+    ``tower``: the image encoder's vision tower from this file (:mod:`course_lib.train.pbe_tower`'s refined
+    copy of tiny-clip's) instead of tiny-clip's own; trained or frozen as ``encoder`` says, and stored with
+    the trained parts either way, since tiny-clip no longer holds it."""
     trainable_names("unet.conv_in.weight", unet_parts, encoder)  # a clear error for an unknown choice, before loading
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -168,10 +171,13 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
             params.append(p)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     base = base_fingerprint()  # the tiny-sd and tiny-clip weights this run trains beside
+    tower_record = _tower_record(tower)
     stamp = run / "state.json"
-    old = json.loads(stamp.read_text()) if stamp.exists() else {"base": base, "unet_parts": unet_parts, "encoder": encoder}
+    old = (json.loads(stamp.read_text()) if stamp.exists()
+           else {"base": base, "unet_parts": unet_parts, "encoder": encoder, "tower": tower_record})
     trained_base, trained_parts, trained_encoder = old.get("base"), _unet_parts(old), old.get("encoder", "head")
-    if trained_base != base or trained_parts != unet_parts or trained_encoder != encoder:
+    if (trained_base != base or trained_parts != unet_parts or trained_encoder != encoder
+            or (old.get("tower") or {}).get("sha256") != (tower_record or {}).get("sha256")):
         # the checkpoint holds a whole UNet: resuming it would train on (and ship) the old tiny-sd, or
         # continue a schedule that trained other parts
         aside = run.with_name(f"{run.name}-{trained_base or 'unknown'}-{trained_parts}"
@@ -183,9 +189,13 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         from safetensors.torch import load_file
         load_trainable_state(pipe, {k: v.float() for k, v in load_file(init_from).items()})
         print(f"starting from {init_from}")
+    if not state and tower is not None:  # a checkpoint holds the tower it was trained with
+        from safetensors.torch import load_file
+        _tower_of(pipe).load_state_dict(load_file(str(tower)))
     stamp_info = {"variant": variant, "base": base, "unet_parts": unet_parts, "encoder": encoder,  # what a checkpoint is of
                   "cover_masks": cover_masks, "init_from": state.get("init_from", str(init_from) if init_from else None),
-                  "previous": state.get("previous", _record_beside(init_from)), "workers": workers}
+                  "previous": state.get("previous", _record_beside(init_from)), "workers": workers,
+                  "tower": tower_record}
     step = state.get("step", 0)
     seconds = state.get("seconds", 0.0)
     acc = Accelerator(cpu=device.type == "cpu")
@@ -248,9 +258,12 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     losses = [float(v) for v in losses]
     out = Path(out or TINY)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().half().contiguous() for k, v in trainable_state(pipe, unet_parts, encoder).items()},
+    parts = trainable_state(pipe, unet_parts, encoder)
+    if tower is not None:  # tiny-clip does not hold it: it travels with the trained parts
+        parts.update({f"image_encoder.{k}": v for k, v in pipe.image_encoder.state_dict().items() if k.startswith("model.")})
+    save_file({k: v.detach().half().contiguous() for k, v in parts.items()},
               out / f"{variant}.safetensors", metadata={"base": base, "steps": str(step), "unet_parts": unet_parts,
-                                                         "encoder": encoder})
+                                                         "encoder": encoder, "tower": "refined" if tower else "tiny-clip"})
     info = {**stamp_info, "steps": step, "batch": batch, "lr": lr, "null_p": null_p,
             "augment": augment, "scenes": len(images), "minutes": round(seconds / 60, 1),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU", "final_loss": float(np.mean(losses[-100:])) if losses else None,
@@ -259,6 +272,24 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     write_card(out)
     print(json.dumps(info))
     return out / f"{variant}.safetensors"
+
+
+def _tower_of(pipe):
+    """The CLIP vision tower inside a Paint by Example image encoder."""
+    return getattr(pipe.image_encoder.model, "vision_model", pipe.image_encoder.model)
+
+
+def _tower_record(tower: Path | None) -> dict | None:
+    """What a run records of a refined tower: its file's hash and the record written beside it."""
+    if tower is None:
+        return None
+    import hashlib
+    tower = Path(tower)
+    if not tower.exists():
+        raise FileNotFoundError(f"{tower} is missing; refine the tower first with `python -m course_lib.train pbe-tower`")
+    beside = tower.with_suffix(".json")
+    return {"sha256": hashlib.sha256(tower.read_bytes()).hexdigest()[:16],
+            **({"record": json.loads(beside.read_text())} if beside.exists() else {})}
 
 
 def _history(record: dict) -> list[dict]:
@@ -285,6 +316,7 @@ def _commands(record: dict) -> list[str]:
             f"--scenes {r.get('scenes', 6000)} --batch {r['batch']} --lr {r['lr']:g} --steps {r['steps']}"
             f"{' --device cuda' if r.get('device', 'CPU') != 'CPU' else ''}"
             f"{' --workers ' + str(r['workers']) if r.get('workers') else ''}"
+            f"{' --tower runs/pbe-tower/tower.safetensors' if r.get('tower') else ''}"
             f"{' --init-from <the stage before>' if r.get('previous') else ''}" for r in _history(record)]
 
 
@@ -310,11 +342,26 @@ def write_card(folder: Path):
         cond = "class token -> mapper -> LayerNorm -> projection (1 token)" if v == "bottleneck" else "all 65 CLIP tokens"
         aug = "flip, rotation, blur, elastic; Bezier masks" if d["augment"] else "none (box masks, raw crops)"
         parts = "whole" if _unet_parts(d) == "all" else "input conv + attention"
-        tower = "trained" if d.get("encoder", "head") == "all" else "frozen (as the paper)"
+        tower = ("tiny-clip's refined on object crops (below), " if d.get("tower") else "") + (
+            "trained" if d.get("encoder", "head") == "all" else "frozen (as the paper)")
         lines.append(f"| {v} | {cond} | {aug} | {parts} | {tower} | {_stages(d)} | {d['final_loss']:.4f} |")
     lines += ["", "Commands, stage by stage (each writes `<variant>.safetensors` and its record; `--out` another folder "
               "to keep the shipped ones):", ""]
     lines += [f"- {v}: " + " ; then ".join(f"`{c}`" for c in _commands(d)) for v, d in records.items()]
+    towers = {v: d["tower"]["record"] for v, d in records.items() if (d.get("tower") or {}).get("record")}
+    for v, t in towers.items():
+        b, a = t["before"], t["after"]
+        lines += ["", f"The {v} variant's vision tower: tiny-clip's, refined by `python -m course_lib.train pbe-tower "
+                  f"--scenes {t['scenes']} --steps {t['steps']} --batch {t['batch']} --lr {t['lr']:g}` "
+                  f"(`course_lib/train/pbe_tower.py`: linear read-out heads for shape, colour and pattern on the class "
+                  f"token, trained with the tower on {t['crops']:,} augmented object crops of training scenes, "
+                  f"{t['minutes']} min on a 2-core CPU), then frozen. tiny-clip's contrastive task is solved by colour, "
+                  f"so its class token hardly held the outline; a web-trained CLIP, the paper's, does. Linear probes "
+                  f"on object crops of evaluation scenes, before -> after: shape {100 * b['shape']:.0f}% -> "
+                  f"{100 * a['shape']:.0f}%, colour {100 * b['color']:.0f}% -> {100 * a['color']:.0f}%, pattern "
+                  f"{100 * b['pattern']:.0f}% -> {100 * a['pattern']:.0f}% (chance 17%, 17%, 50%); the canonical "
+                  f"exemplars' shape variance along one axis {b['shape_axis']:.2f} -> {a['shape_axis']:.2f} (0.20 "
+                  f"when the six shapes are equally apart, 1 on a line). It is stored with the trained parts."]
     if len({_unet_parts(d) for d in records.values()}) > 1:
         lines += ["", "The two variants differ in the UNet parts they trained as well as in their condition: two whole "
                   "UNets would not fit the course's 40 MB of committed weights."]
