@@ -4,7 +4,8 @@ The paper's self-supervised recipe (:mod:`course_lib.methods.pbe`): for a scene 
 objects, the mask is the object's box (Bezier-warped), the reference is the box crop (flipped,
 rotated, blurred, elastically warped), the target is the scene itself. 20% of the conditions are
 replaced by the learnable null vector. The UNet starts from tiny-sd's (9 input channels, the 5 new
-ones zero) and the image encoder from tiny-clip's vision tower; trained: the whole UNet
+ones zero) and the image encoder from tiny-clip's vision tower (or, with ``--tower``, the copy of it that
+``python -m course_lib.train pbe-tower`` refines on object crops); trained: the whole UNet
 (``--unet-parts all``, as the paper) or only its input convolution and attention layers
 (``attention``), and the encoder's head (mapper, LayerNorm, projection, null vector). ``naive``
 conditions on all image tokens and uses neither augmentation.
