@@ -279,6 +279,8 @@ def test_a_refined_tower_travels_with_paint_by_example_s_trained_parts(tmp_path,
     p = tiny_pipeline("bottleneck", weights=tmp_path / "w" / "bottleneck.safetensors", folder=tmp_path / "folder")
     loaded = getattr(p.image_encoder.model, "vision_model", p.image_encoder.model)
     torch.testing.assert_close(loaded.state_dict()[key], refined.state_dict()[key].half().float())
+    import shutil
+    shutil.copytree(tmp_path / "w", tmp_path / "w1")
     record = json.loads((tmp_path / "w" / "bottleneck.json").read_text())
     assert record["tower"]["record"]["steps"] == 2 and "refined on object crops" in (tmp_path / "w" / "README.md").read_text()
     # a checkpoint trained with another tower (here: tiny-clip's) is moved aside, not resumed
@@ -286,6 +288,10 @@ def test_a_refined_tower_travels_with_paint_by_example_s_trained_parts(tmp_path,
                  bf16=False, unet_parts="attention")
     assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 2
     assert "image_encoder.model.post_layernorm.weight" not in load_file(tmp_path / "w" / "bottleneck.safetensors")
+    shutil.rmtree(tmp_path / "runs")  # no checkpoint: the run starts from init_from
+    with pytest.raises(ValueError, match="refined vision tower"):  # continuing them needs the tower named
+        tp.train_pbe("bottleneck", minutes=None, steps=1, batch=2, n_scenes=8, out=tmp_path / "w2", progress=False,
+                     bf16=False, unet_parts="attention", init_from=tmp_path / "w1" / "bottleneck.safetensors")
     with pytest.raises(FileNotFoundError, match="pbe-tower"):
         tp.train_pbe("bottleneck", steps=1, tower=tmp_path / "missing.safetensors")
 

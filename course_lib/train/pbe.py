@@ -188,7 +188,12 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     state = load_checkpoint(run, model, opt)
     if not state and init_from is not None:
         from safetensors.torch import load_file
-        load_trainable_state(pipe, {k: v.float() for k, v in load_file(init_from).items()})
+        init = load_file(init_from)
+        if tower is None and any(k.startswith("image_encoder.model.") for k in init) and encoder == "head":
+            # it would train on that tower, frozen, and store the parts without it
+            raise ValueError(f"{init_from} holds a refined vision tower: pass the tower it was trained with too "
+                             f"(--tower runs/pbe-tower/tower.safetensors), or --encoder all to train the tower")
+        load_trainable_state(pipe, {k: v.float() for k, v in init.items()})
         print(f"starting from {init_from}")
     if not state and tower is not None:  # a checkpoint holds the tower it was trained with
         from safetensors.torch import load_file
@@ -345,7 +350,8 @@ def write_card(folder: Path):
         parts = "whole" if _unet_parts(d) == "all" else "input conv + attention"
         tower = ("tiny-clip's refined on object crops (below), " if d.get("tower") else "") + (
             "trained" if d.get("encoder", "head") == "all" else "frozen (as the paper)")
-        lines.append(f"| {v} | {cond} | {aug} | {parts} | {tower} | {_stages(d)} | {d['final_loss']:.4f} |")
+        loss = "" if d["final_loss"] is None else f"{d['final_loss']:.4f}"  # None: a resumed run with no step left
+        lines.append(f"| {v} | {cond} | {aug} | {parts} | {tower} | {_stages(d)} | {loss} |")
     lines += ["", "Commands, stage by stage (each writes `<variant>.safetensors` and its record; `--out` another folder "
               "to keep the shipped ones):", ""]
     lines += [f"- {v}: " + " ; then ".join(f"`{c}`" for c in _commands(d)) for v, d in records.items()]
