@@ -234,7 +234,7 @@ def test_object_crops_carry_the_labels_of_the_objects_they_show():
     from course_lib.train.pbe_tower import LABELS, object_crops
     crops, labels = object_crops(range(5), min_side=8)
     expected = [o for seed in range(5) for o in make_scene(seed).objects
-                if min(o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]) >= 8]
+                if min(o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]) >= 8]  # written out: the test checks boxable too
     assert len(crops) == len(expected) and set(labels) == set(LABELS)
     for crop, o, k in zip(crops, expected, range(len(crops))):
         x0, y0, x1, y1 = pbe.object_box(o.bbox, 64)
@@ -277,7 +277,7 @@ def test_a_refined_tower_travels_with_paint_by_example_s_trained_parts(tmp_path,
     assert stored.keys() == refined.state_dict().keys()
     torch.testing.assert_close(stored[key].float(), refined.state_dict()[key].half().float())  # frozen, as trained
     p = tiny_pipeline("bottleneck", weights=tmp_path / "w" / "bottleneck.safetensors", folder=tmp_path / "folder")
-    loaded = getattr(p.image_encoder.model, "vision_model", p.image_encoder.model)
+    loaded = pbe.vision_tower(p.image_encoder)
     torch.testing.assert_close(loaded.state_dict()[key], refined.state_dict()[key].half().float())
     import shutil
     shutil.copytree(tmp_path / "w", tmp_path / "w1")

@@ -86,9 +86,14 @@ def build_image_encoder(clip, proj_size: int, variant: str = "bottleneck"):
         enc = NaiveImageEncoder(cfg, proj_size=proj_size)
     else:
         raise ValueError(f"variant must be 'bottleneck' or 'naive', got {variant!r}")
-    tower = getattr(enc.model, "vision_model", enc.model)  # transformers 5 flattened CLIPVisionModel
-    tower.load_state_dict(clip.vision_model.state_dict())
+    vision_tower(enc).load_state_dict(clip.vision_model.state_dict())
     return enc.to(clip.dtype)
+
+
+def vision_tower(encoder):
+    """The CLIP vision tower inside a Paint by Example image encoder (transformers 5 flattened
+    ``CLIPVisionModel``: the tower is the model itself there)."""
+    return getattr(encoder.model, "vision_model", encoder.model)
 
 
 class NaiveImageEncoder(torch.nn.Module):
@@ -544,6 +549,12 @@ def self_supervised_sample(image: Image.Image, box, rng: np.random.Generator, au
         mask = np.zeros((image.size[1], image.size[0]), bool)
         mask[y0:y1, x0:x1] = True
     return PbEData(image, (x0, y0, x1, y1), mask, ref)
+
+
+def boxable(obj, min_side: int) -> bool:
+    """Whether an object's visible box has both sides >= ``min_side`` px (big enough to be a reference)."""
+    x0, y0, x1, y1 = obj.bbox
+    return min(x1 - x0, y1 - y0) >= min_side
 
 
 def object_box(bbox, size: int, pad: int = 2) -> tuple[int, int, int, int]:

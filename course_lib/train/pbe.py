@@ -31,8 +31,8 @@ from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..methods.pbe import (TINY, base_fingerprint, build_pipeline, load_trainable_state, object_box,
-                           self_supervised_sample, trainable_names, trainable_state)
+from ..methods.pbe import (TINY, base_fingerprint, boxable, build_pipeline, load_trainable_state, object_box,
+                           self_supervised_sample, trainable_names, trainable_state, vision_tower)
 from ..models import load_clip, load_pipeline
 from ..shapes.world import make_scene
 from .common import RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint
@@ -42,7 +42,7 @@ def _scene_boxes(seeds, rng: np.random.Generator, min_side: int):
     imgs, boxes = [], []
     for seed in seeds:
         s = make_scene(seed)
-        cand = [o for o in s.objects if min(o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]) >= min_side]
+        cand = [o for o in s.objects if boxable(o, min_side)]
         if not cand:
             continue
         o = cand[rng.integers(len(cand))]
@@ -197,7 +197,7 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         print(f"starting from {init_from}")
     if not state and tower is not None:  # a checkpoint holds the tower it was trained with
         from safetensors.torch import load_file
-        _tower_of(pipe).load_state_dict(load_file(str(tower)))
+        vision_tower(pipe.image_encoder).load_state_dict(load_file(str(tower)))
     stamp_info = {"variant": variant, "base": base, "unet_parts": unet_parts, "encoder": encoder,  # what a checkpoint is of
                   "cover_masks": cover_masks, "init_from": state.get("init_from", str(init_from) if init_from else None),
                   "previous": state.get("previous", _record_beside(init_from)), "workers": workers,
@@ -264,9 +264,8 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     losses = [float(v) for v in losses]
     out = Path(out or TINY)
     out.mkdir(parents=True, exist_ok=True)
-    parts = trainable_state(pipe, unet_parts, encoder)
-    if tower is not None:  # tiny-clip does not hold it: it travels with the trained parts
-        parts.update({f"image_encoder.{k}": v for k, v in pipe.image_encoder.state_dict().items() if k.startswith("model.")})
+    # a refined tower travels with the trained parts (encoder "all" stores it), since tiny-clip does not hold it
+    parts = trainable_state(pipe, unet_parts, "all" if tower is not None else encoder)
     save_file({k: v.detach().half().contiguous() for k, v in parts.items()},
               out / f"{variant}.safetensors", metadata={"base": base, "steps": str(step), "unet_parts": unet_parts,
                                                          "encoder": encoder, "tower": "refined" if tower else "tiny-clip"})
@@ -278,11 +277,6 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     write_card(out)
     print(json.dumps(info))
     return out / f"{variant}.safetensors"
-
-
-def _tower_of(pipe):
-    """The CLIP vision tower inside a Paint by Example image encoder."""
-    return getattr(pipe.image_encoder.model, "vision_model", pipe.image_encoder.model)
 
 
 def _tower_record(tower: Path | None) -> dict | None:

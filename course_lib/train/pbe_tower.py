@@ -31,7 +31,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..methods.pbe import augment_reference, object_box
+from ..methods.pbe import augment_reference, boxable, object_box
 from ..models import load_clip
 from ..shapes import vocab as V
 from ..shapes.world import make_scene
@@ -49,7 +49,7 @@ def object_crops(seeds, min_side: int = 8) -> tuple[list[Image.Image], dict[str,
     for seed in seeds:
         s = make_scene(seed)
         for o in s.objects:
-            if min(o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]) < min_side:
+            if not boxable(o, min_side):
                 continue
             crops.append(s.image.crop(object_box(o.bbox, s.size)))
             for k, names in LABELS.items():
