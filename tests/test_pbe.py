@@ -229,6 +229,49 @@ def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / f"pbe-bottleneck-{old_base}-all" / "state.json").exists()
 
 
+def test_training_pairs_know_their_object_s_shape_and_oversampling_draws_it_more_often(tmp_path, monkeypatch):
+    import course_lib.train.pbe as tp
+    from course_lib.methods.pbe import object_box
+    monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
+    images, boxes = tp.pbe_dataset(12)
+    cache = tmp_path / "runs" / "data" / "pbe_0_12.npz"
+    np.savez(cache, images=images, boxes=boxes)  # a cache written before the shapes were kept
+    images2, boxes2, shapes = tp.pbe_dataset(12, shapes=True)
+    assert (images2 == images).all() and (boxes2 == boxes).all() and len(shapes) == 12
+    assert "shapes" in np.load(cache)  # rendered again and cached with them
+    seed = 0
+    for img, box, shape in zip(images2, boxes2, shapes):  # each shape is that of the boxed object
+        while not (np.asarray(make_scene(seed).image) == img).all():
+            seed += 1
+        s = make_scene(seed)
+        assert shape in {o.shape for o in s.objects if tuple(object_box(o.bbox, s.size)) == tuple(box)}
+        seed += 1
+    assert tp.pair_weights(shapes, None) is None
+    w = tp.pair_weights(["star", "circle", "circle", "hexagon"], {"star": 3, "hexagon": 2})
+    assert np.allclose(w, [3 / 7, 1 / 7, 1 / 7, 2 / 7])
+    with pytest.raises(ValueError, match="no Shapes World shape"):
+        tp.pair_weights(shapes, {"stars": 2})
+    with pytest.raises(ValueError, match="positive"):
+        tp.train_pbe("bottleneck", minutes=None, steps=1, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
+                     oversample={"star": -1})
+    # the pairs are drawn with those weights: only stars when only stars weigh
+    proc = load_clip("tiny-clip", device="cpu", dtype="float32")[2]
+    only = np.where(shapes == shapes[0], 1.0, 0.0)
+    idx, keep, px = tp._pairs(images2, boxes2, proc, 16, np.random.default_rng(0), True, True, only / only.sum())
+    assert set(shapes[idx.numpy()]) == {shapes[0]} and keep.shape == (16, 1, 64, 64) and len(px) == 16
+    cmd = tp._commands({"variant": "bottleneck", "steps": 5, "batch": 2, "lr": 1e-4, "minutes": 1,
+                        "oversample": {"star": 2.5, "hexagon": 2}})[0]
+    assert cmd.endswith("--oversample star:2.5,hexagon:2")
+    # a card names the tower each stage was trained on, when a later stage changed it
+    old = {"variant": "bottleneck", "steps": 5, "batch": 2, "lr": 1e-4, "minutes": 1,
+           "tower": {"sha256": "a", "record": {"steps": 1500}}}
+    new = {**old, "previous": old, "tower": {"sha256": "b", "record": {"steps": 3000}}}
+    first, last = tp._commands(new)
+    assert "--tower <the tower of pbe-tower --steps 1500>" in first and "--tower runs/pbe-tower/tower.safetensors" in last
+    assert tp._stages(new).endswith("vision tower refined 1,500 steps; then 5 x 2, lr 0.0001, 1 min on a 2-core CPU, "
+                                    "6,000 scenes; vision tower refined 3,000 steps")
+
+
 def test_object_crops_carry_the_labels_of_the_objects_they_show():
     from course_lib.shapes import vocab as V
     from course_lib.train.pbe_tower import LABELS, object_crops

@@ -39,7 +39,8 @@ def main(argv=None):
                         "(e.g. data/models/tiny-sd/unet on a machine without the training runs); "
                         "pbe: start from these trained parts (a <variant>.safetensors) when runs/pbe-<variant> has no checkpoint")
     p.add_argument("--oversample", default=None, metavar="SHAPE:FACTOR,...",
-                   help="unet: draw scenes naming these shapes FACTOR times as often, e.g. hexagon:2,star:1.5")
+                   help="unet: draw scenes naming these shapes FACTOR times as often, e.g. hexagon:2,star:1.5; "
+                        "pbe: the same for training pairs whose object has these shapes")
     p.add_argument("--train-text", action="store_true",
                    help="unet: fine-tune the text encoder (from tiny-clip's text tower) with the UNet, "
                         "in runs/unet-text (starts from runs/unet's EMA weights when they exist)")
@@ -60,7 +61,8 @@ def main(argv=None):
     p.add_argument("--cover-masks", action="store_true",
                    help="pbe: Bezier masks that bulge outward and always hide the whole object box")
     p.add_argument("--scenes", type=int, default=None, help="pbe: rendered training scenes (default 6000)")
-    p.add_argument("--out", type=Path, default=None, help="pbe: folder for the trained weights (default data/models/pbe-tiny)")
+    p.add_argument("--out", type=Path, default=None, help="pbe: folder for the trained weights (default data/models/pbe-tiny); "
+                        "pbe-tower: folder for the tower and its checkpoint (default runs/pbe-tower)")
     p.add_argument("--prior-weight", type=float, default=None,
                    help="concept (lora, dreambooth): weight of the prior-preservation loss (default 1.0; 0 = none)")
     a = p.parse_args(argv)
@@ -68,6 +70,12 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     kw = {k: v for k, v in dict(minutes=a.minutes, steps=a.steps, batch=a.batch, lr=a.lr).items() if v is not None}
     kw.update(seed=a.seed)
+    over = None
+    if a.oversample:
+        try:
+            over = {k.strip(): float(v) for k, v in (x.split(":") for x in a.oversample.split(","))}
+        except ValueError:
+            p.error(f"--oversample {a.oversample!r}: write SHAPE:FACTOR pairs, e.g. hexagon:2,star:1.5")
     stages = (["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card"] if a.stage == "all"
               else [a.stage])
 
@@ -93,12 +101,6 @@ def main(argv=None):
             print("vae decoder ->", train_decoder(bf16=not a.no_bf16, on_step=on_step, **kw))
         elif stage == "unet":
             from .unet import train_unet
-            over = None
-            if a.oversample:
-                try:
-                    over = {k.strip(): float(v) for k, v in (x.split(":") for x in a.oversample.split(","))}
-                except ValueError:
-                    p.error(f"--oversample {a.oversample!r}: write SHAPE:FACTOR pairs, e.g. hexagon:2,star:1.5")
             print("unet ->", train_unet(bf16=not a.no_bf16, init_from=a.init_from, train_text=a.train_text,
                                       text_lr_scale=a.text_lr_scale, oversample=over, on_step=on_step,
                                       **kw))
@@ -114,11 +116,12 @@ def main(argv=None):
                                                    bf16=not a.no_bf16, unet_parts=a.unet_parts, device=a.device,
                                                    workers=a.workers, out=a.out, encoder=a.encoder,
                                                    cover_masks=a.cover_masks, init_from=a.init_from, tower=a.tower,
+                                                   oversample=over,
                                                    **({"n_scenes": a.scenes} if a.scenes else {}), **kw))
         elif stage == "pbe-tower":
             from .pbe_tower import refine_tower
             print("Paint by Example's vision tower ->",
-                  refine_tower(**({"n_scenes": a.scenes} if a.scenes else {}), **kw))
+                  refine_tower(out=a.out, **({"n_scenes": a.scenes} if a.scenes else {}), **kw))
         elif stage == "card":
             from .card import write_card
             write_card()

@@ -159,6 +159,16 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     return json.loads((folder / "state.json").read_text())
 
 
+def check_oversample(oversample: dict[str, float]):
+    """Refuse shape words Shapes World does not have and factors that are not positive."""
+    from ..shapes.vocab import ALL_SHAPES
+    unknown = set(oversample) - set(ALL_SHAPES)
+    if unknown:
+        raise ValueError(f"oversample names no Shapes World shape: {sorted(unknown)}; shapes are {list(ALL_SHAPES)}")
+    if any(w <= 0 for w in oversample.values()):
+        raise ValueError(f"oversample factors must be positive: {oversample}")
+
+
 def cosine_lr(step: int, total: int, base: float, warmup: int = 200, floor: float = 0.05) -> float:
     if step < warmup:
         return base * (step + 1) / warmup

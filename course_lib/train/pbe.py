@@ -35,11 +35,11 @@ from ..methods.pbe import (TINY, base_fingerprint, boxable, build_pipeline, load
                            self_supervised_sample, trainable_names, trainable_state, vision_tower)
 from ..models import load_clip, load_pipeline
 from ..shapes.world import make_scene
-from .common import RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint
+from .common import RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, save_checkpoint
 
 
 def _scene_boxes(seeds, rng: np.random.Generator, min_side: int):
-    imgs, boxes = [], []
+    imgs, boxes, shapes = [], [], []
     for seed in seeds:
         s = make_scene(seed)
         cand = [o for o in s.objects if boxable(o, min_side)]
@@ -48,7 +48,8 @@ def _scene_boxes(seeds, rng: np.random.Generator, min_side: int):
         o = cand[rng.integers(len(cand))]
         imgs.append(np.asarray(s.image))
         boxes.append(object_box(o.bbox, s.size))
-    return imgs, boxes
+        shapes.append(o.shape)
+    return imgs, boxes, shapes
 
 
 def _chunk(args):
@@ -56,8 +57,10 @@ def _chunk(args):
     return _scene_boxes(range(start, stop), np.random.default_rng([seed_offset, start]), min_side)
 
 
-def pbe_dataset(n: int = 6000, seed_offset: int = 0, min_side: int = 8, cache: bool = True, workers: int = 0):
-    """(images uint8 N x 64 x 64 x 3, boxes N x 4): one visible object box per scene, padded by 2 px.
+def pbe_dataset(n: int = 6000, seed_offset: int = 0, min_side: int = 8, cache: bool = True, workers: int = 0,
+                shapes: bool = False):
+    """(images uint8 N x 64 x 64 x 3, boxes N x 4): one visible object box per scene, padded by 2 px;
+    with ``shapes=True`` also the boxed objects' shape names (N,).
 
     ``workers > 0`` renders chunks of 1,000 scene seeds in that many processes, each chunk choosing
     its objects with its own generator: the same kind of data, other pairs than the one-process
@@ -65,15 +68,17 @@ def pbe_dataset(n: int = 6000, seed_offset: int = 0, min_side: int = 8, cache: b
     path = RUNS / "data" / (f"pbe_{seed_offset}_{n}.npz" if workers <= 0 else f"pbe_{seed_offset}_{n}_chunked.npz")
     if cache and path.exists():
         d = np.load(path)
-        return d["images"], d["boxes"]
+        if not shapes:
+            return d["images"], d["boxes"]
+        if "shapes" in d:  # a cache written before the shapes were kept is rendered again
+            return d["images"], d["boxes"], d["shapes"]
     if workers <= 0:
-        imgs, boxes = [], []
+        imgs, boxes, names = [], [], []
         rng = np.random.default_rng(seed_offset)
         i = 0
         while len(imgs) < n:
-            more_imgs, more_boxes = _scene_boxes([seed_offset + i], rng, min_side)
-            imgs += more_imgs
-            boxes += more_boxes
+            more = _scene_boxes([seed_offset + i], rng, min_side)
+            imgs, boxes, names = imgs + more[0], boxes + more[1], names + more[2]
             i += 1
     else:
         chunk = 1000
@@ -83,35 +88,49 @@ def pbe_dataset(n: int = 6000, seed_offset: int = 0, min_side: int = 8, cache: b
             parts = pool.map(_chunk, jobs)
         imgs = [im for part in parts for im in part[0]][:n]
         boxes = [b for part in parts for b in part[1]][:n]
+        names = [sh for part in parts for sh in part[2]][:n]
         if len(imgs) < n:
             raise RuntimeError(f"only {len(imgs)} of {n} scenes have an object of side >= {min_side} px")
-    imgs, boxes = np.stack(imgs), np.array(boxes)
+    imgs, boxes, names = np.stack(imgs), np.array(boxes), np.array(names)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, images=imgs, boxes=boxes)
-    return imgs, boxes
+        np.savez(path, images=imgs, boxes=boxes, shapes=names)
+    return (imgs, boxes, names) if shapes else (imgs, boxes)
+
+
+def pair_weights(shapes, oversample: dict[str, float] | None) -> np.ndarray | None:
+    """Drawing probabilities of the training pairs: a pair whose boxed object has a shape named in
+    ``oversample`` is drawn that factor times as often as the rest (None: all alike)."""
+    if not oversample:
+        return None
+    check_oversample(oversample)
+    w = np.array([oversample.get(str(sh), 1.0) for sh in shapes], dtype=np.float64)
+    return w / w.sum()
 
 
 class _Pairs(torch.utils.data.IterableDataset):
     """Endless batches of training pairs for data-loader workers: (scene indices, kept-pixel masks,
     reference pixel values), each worker with its own generator."""
 
-    def __init__(self, images, boxes, proc, batch: int, augment: bool, seed: int, cover: bool = False):
+    def __init__(self, images, boxes, proc, batch: int, augment: bool, seed: int, cover: bool = False,
+                 weights: np.ndarray | None = None):
         super().__init__()
         self.images, self.boxes, self.proc = images, boxes, proc
-        self.batch, self.augment, self.seed, self.cover = batch, augment, seed, cover
+        self.batch, self.augment, self.seed, self.cover, self.weights = batch, augment, seed, cover, weights
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
         while True:
-            yield _pairs(self.images, self.boxes, self.proc, self.batch, rng, self.augment, self.cover)
+            yield _pairs(self.images, self.boxes, self.proc, self.batch, rng, self.augment, self.cover, self.weights)
 
 
-def _pairs(images, boxes, proc, batch: int, rng: np.random.Generator, augment: bool, cover: bool):
-    """One batch of training pairs: (scene indices, kept-pixel masks, reference pixel values)."""
+def _pairs(images, boxes, proc, batch: int, rng: np.random.Generator, augment: bool, cover: bool,
+           weights: np.ndarray | None = None):
+    """One batch of training pairs: (scene indices, kept-pixel masks, reference pixel values); scenes
+    drawn with the probabilities ``weights`` (:func:`pair_weights`), or uniformly."""
     from PIL import Image
-    idx = rng.integers(0, len(images), batch)
+    idx = rng.integers(0, len(images), batch) if weights is None else rng.choice(len(images), batch, p=weights)
     data = [self_supervised_sample(Image.fromarray(images[i]), boxes[i], rng, augment=augment, bezier=augment,
                                    cover=cover) for i in idx]
     keep = torch.from_numpy(np.stack([~d.mask for d in data])).float()[:, None]
@@ -145,15 +164,19 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
               lr: float = 3e-4, seed: int = 0, bf16: bool = True, n_scenes: int = 6000, null_p: float = 0.2,
               out: Path | None = None, save_every: int | None = None, progress: bool = True, unet_parts: str = "all",
               device: str | None = None, workers: int = 0, encoder: str = "head", cover_masks: bool = False,
-              init_from: Path | None = None, tower: Path | None = None) -> Path:
+              init_from: Path | None = None, tower: Path | None = None,
+              oversample: dict[str, float] | None = None) -> Path:
     """``workers=0`` makes the pairs in this process, in a fixed order (the shipped CPU runs);
     ``workers > 0`` in that many data-loader processes (for a GPU, which would otherwise wait).
     ``cover_masks``: Bezier masks that always hide the whole box (:func:`~course_lib.methods.pbe.bezier_mask`).
     ``init_from``: start from these trained parts (a ``<variant>.safetensors``) when the run has no checkpoint.
     ``tower``: the image encoder's vision tower from this file (:mod:`course_lib.train.pbe_tower`'s refined
     copy of tiny-clip's) instead of tiny-clip's own; trained or frozen as ``encoder`` says, and stored with
-    the trained parts either way, since tiny-clip no longer holds it."""
+    the trained parts either way, since tiny-clip no longer holds it.
+    ``oversample``: {shape: factor}, pairs whose object has that shape drawn that many times as often."""
     trainable_names("unet.conv_in.weight", unet_parts, encoder)  # a clear error for an unknown choice, before loading
+    if oversample:
+        check_oversample(oversample)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU")
@@ -201,14 +224,15 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     stamp_info = {"variant": variant, "base": base, "unet_parts": unet_parts, "encoder": encoder,  # what a checkpoint is of
                   "cover_masks": cover_masks, "init_from": state.get("init_from", str(init_from) if init_from else None),
                   "previous": state.get("previous", _record_beside(init_from)), "workers": workers,
-                  "tower": tower_record}
+                  "tower": tower_record, "oversample": oversample or None}
     step = state.get("step", 0)
     seconds = state.get("seconds", 0.0)
     acc = Accelerator(cpu=device.type == "cpu")
     model.to(device)
     pipe.vae.to(device)
     model, opt = acc.prepare(model, opt)
-    images, boxes = pbe_dataset(n_scenes, workers=workers)
+    images, boxes, shapes = pbe_dataset(n_scenes, workers=workers, shapes=True)
+    weights = pair_weights(shapes, oversample)
     vae, proc = pipe.vae, pipe.feature_extractor
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     sf = vae.config.scaling_factor
@@ -219,7 +243,7 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     rng = np.random.default_rng(seed + step)
     g = torch.Generator().manual_seed(seed + step)
     if workers > 0:
-        loader = iter(torch.utils.data.DataLoader(_Pairs(images, boxes, proc, batch, augment, seed + step, cover_masks),
+        loader = iter(torch.utils.data.DataLoader(_Pairs(images, boxes, proc, batch, augment, seed + step, cover_masks, weights),
                                                   batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
                                                   prefetch_factor=4, persistent_workers=True))
     budget = Budget(minutes)
@@ -227,7 +251,7 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     bar = tqdm(total=steps, initial=step, desc=f"Paint by Example ({variant})", disable=not progress)
     while step < steps and budget.left():
         t0 = time.time()
-        idx, keep, px = next(loader) if workers > 0 else _pairs(images, boxes, proc, batch, rng, augment, cover_masks)
+        idx, keep, px = next(loader) if workers > 0 else _pairs(images, boxes, proc, batch, rng, augment, cover_masks, weights)
         idx, keep, px = idx.to(device), keep.to(device, non_blocking=True), px.to(device, non_blocking=True)
         x = images_t[idx].permute(0, 3, 1, 2).float() / 127.5 - 1
         with torch.no_grad():
@@ -306,17 +330,39 @@ def _stages(record: dict) -> str:
     return "; then ".join(
         f"{r['steps']:,} x {r['batch']}, lr {r['lr']:g}, {r['minutes']} min on "
         f"{'a 2-core CPU' if r.get('device', 'CPU') == 'CPU' else r['device']}, {r.get('scenes', 6000):,} scenes"
-        f"{'; masks cover the box' if r.get('cover_masks') else ''}" for r in _history(record))
+        f"{'; masks cover the box' if r.get('cover_masks') else ''}"
+        f"{'; objects drawn more often: ' + _oversample_text(r['oversample']) if r.get('oversample') else ''}"
+        f"{'; vision tower refined ' + format(r['tower']['record']['steps'], ',') + ' steps' if _tower_steps(r) else ''}"
+        for r in _history(record))
+
+
+def _tower_steps(record: dict) -> int | None:
+    """The steps of the refined vision tower a stage was trained on (None: tiny-clip's own, or not recorded)."""
+    return ((record.get("tower") or {}).get("record") or {}).get("steps")
+
+
+def _oversample_text(oversample: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}x" for k, v in oversample.items())
 
 
 def _commands(record: dict) -> list[str]:
-    """The command line of each stage of a record, oldest first."""
+    """The command line of each stage of a record, oldest first; a stage trained on another refined tower
+    than the last stage's names it by its refinement steps."""
+    last = (record.get("tower") or {}).get("sha256")
+
+    def tower(r):
+        if not r.get("tower"):
+            return ""
+        if r["tower"].get("sha256") == last or not _tower_steps(r):
+            return " --tower runs/pbe-tower/tower.safetensors"
+        return f" --tower <the tower of pbe-tower --steps {_tower_steps(r)}>"
     return [f"python -m course_lib.train pbe --method {r['variant']} --unet-parts {_unet_parts(r)} "
             f"--encoder {r.get('encoder', 'head')}{' --cover-masks' if r.get('cover_masks') else ''} "
             f"--scenes {r.get('scenes', 6000)} --batch {r['batch']} --lr {r['lr']:g} --steps {r['steps']}"
             f"{' --device cuda' if r.get('device', 'CPU') != 'CPU' else ''}"
             f"{' --workers ' + str(r['workers']) if r.get('workers') else ''}"
-            f"{' --tower runs/pbe-tower/tower.safetensors' if r.get('tower') else ''}"
+            f"{tower(r)}"
+            f"{' --oversample ' + ','.join(f'{k}:{v:g}' for k, v in r['oversample'].items()) if r.get('oversample') else ''}"
             f"{' --init-from <the stage before>' if r.get('previous') else ''}" for r in _history(record)]
 
 

@@ -108,8 +108,8 @@ def load_tower(path: Path | None = None):
     return tower, proc
 
 
-def refine_tower(out: Path | None = None, minutes: float | None = 20, steps: int = 1500, batch: int = 128,
-                 lr: float = 3e-4, n_scenes: int = 30000, seed: int = 0, progress: bool = True,
+def refine_tower(out: Path | None = None, minutes: float | None = 40, steps: int = 3000, batch: int = 128,
+                 lr: float = 3e-4, n_scenes: int = 20000, seed: int = 0, progress: bool = True,
                  probe_scenes: int = 600) -> Path:
     """Train the vision tower and the read-out heads (cross-entropy, one head per label) on augmented
     crops; writes the tower's state and its record (with the probes before and after, on the crops of

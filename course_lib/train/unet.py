@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .common import (EMA, MODELS, RUNS, Budget, autocast, cosine_lr, load_checkpoint, record_beside, save_checkpoint,
-                     scene_dataset, shipped_records, to_tensor)
+from .common import (EMA, MODELS, RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, record_beside,
+                     save_checkpoint, scene_dataset, shipped_records, to_tensor)
 from .clip import CLIP_DIM
 
 
@@ -131,16 +131,6 @@ def text_record() -> str:
     if RUNS in src.parents:
         return str(src)
     return shipped_records().get("unet", {}).get("text") or str(src)
-
-
-def check_oversample(oversample: dict[str, float]):
-    """Refuse shape words Shapes World does not have and factors that are not positive."""
-    from ..shapes.vocab import ALL_SHAPES
-    unknown = set(oversample) - set(ALL_SHAPES)
-    if unknown:
-        raise ValueError(f"oversample names no Shapes World shape: {sorted(unknown)}; shapes are {list(ALL_SHAPES)}")
-    if any(w <= 0 for w in oversample.values()):
-        raise ValueError(f"oversample factors must be positive: {oversample}")
 
 
 def scene_weights(captions, oversample: dict[str, float]) -> torch.Tensor:
