@@ -60,7 +60,8 @@ def main(argv=None):
                         "runs/pbe-tower/tower.safetensors) instead of tiny-clip's")
     p.add_argument("--cover-masks", action="store_true",
                    help="pbe: Bezier masks that bulge outward and always hide the whole object box")
-    p.add_argument("--scenes", type=int, default=None, help="pbe: rendered training scenes (default 6000)")
+    p.add_argument("--scenes", type=int, default=None, help="pbe: rendered training scenes (default 6000); "
+                        "pbe-tower: scenes whose objects are cropped (default 20000)")
     p.add_argument("--out", type=Path, default=None, help="pbe: folder for the trained weights (default data/models/pbe-tiny); "
                         "pbe-tower: folder for the tower and its checkpoint (default runs/pbe-tower)")
     p.add_argument("--prior-weight", type=float, default=None,

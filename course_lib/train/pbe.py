@@ -77,8 +77,8 @@ def pbe_dataset(n: int = 6000, seed_offset: int = 0, min_side: int = 8, cache: b
         rng = np.random.default_rng(seed_offset)
         i = 0
         while len(imgs) < n:
-            more = _scene_boxes([seed_offset + i], rng, min_side)
-            imgs, boxes, names = imgs + more[0], boxes + more[1], names + more[2]
+            for kept, more in zip((imgs, boxes, names), _scene_boxes([seed_offset + i], rng, min_side)):
+                kept += more
             i += 1
     else:
         chunk = 1000
