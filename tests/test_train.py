@@ -45,6 +45,15 @@ def test_learning_rate_schedule():
     assert cosine_lr(500, 1000, 1.0, warmup=100) < cosine_lr(200, 1000, 1.0, warmup=100)
 
 
+def test_a_spent_time_budget_stops_the_run_and_says_so_once(capsys):
+    assert common.Budget(None).left() and common.Budget(10).left()
+    assert capsys.readouterr().out == ""
+    spent = common.Budget(0)
+    assert not spent.left() and not spent.left()
+    out = capsys.readouterr().out
+    assert out.count("time budget (0 min) is spent") == 1 and "--minutes" in out
+
+
 def test_clip_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     from transformers import CLIPModel
 

@@ -26,7 +26,8 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card",
                                      "all", "concept", "pbe-tower", "pbe"])
-    p.add_argument("--minutes", type=float, default=None, help="time budget of this run")
+    p.add_argument("--minutes", type=float, default=None, help="time budget of this run in minutes (default: the stage's own, "
+                        "e.g. pbe 20, pbe-tower 40, unet 100); a run that spends it stops early and says so")
     p.add_argument("--steps", type=int, default=None, help="total steps of the schedule")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")

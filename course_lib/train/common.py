@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from ..models import MODELS_DIR
 from ..shapes.world import make_scene
@@ -95,13 +96,23 @@ def autocast(device: torch.device, enabled: bool = True):
 
 
 class Budget:
-    """A wall-clock budget in minutes (None = unlimited)."""
+    """A wall-clock budget in minutes (None = unlimited). The first time :meth:`left` finds it spent,
+    it says so: a run that stops there ends before its planned steps, in the middle of its
+    learning-rate schedule, and its checkpoint continues it."""
 
     def __init__(self, minutes: float | None):
+        self.minutes = minutes
         self.end = None if minutes is None else time.time() + 60 * minutes
+        self.spent = False
 
     def left(self) -> bool:
-        return self.end is None or time.time() < self.end
+        if self.end is None or time.time() < self.end:
+            return True
+        if not self.spent:
+            self.spent = True
+            tqdm.write(f"the time budget ({self.minutes:g} min) is spent: this run stops before its planned steps; "
+                       "run it again to continue from its checkpoint, with more minutes (--minutes) to finish")
+        return False
 
 
 class EMA:
