@@ -429,11 +429,11 @@ def test_a_perfect_paint_scores_and_a_wrong_one_does_not():
     from course_lib.bench.pbe import pbe_cases, pbe_scores, perfect_paint
     from course_lib.models import load_pipeline
 
-    vae = load_pipeline("tiny-sd").vae
+    pipe = load_pipeline("tiny-sd")
     for s, m, ref, sh, c in pbe_cases(3):
         right = perfect_paint(s, sh, c)
         assert right.size == s.image.size and pbe_scores(s.image, right, m, sh, c)["shape+color"]
         assert (np.asarray(right)[~m] == np.asarray(s.image)[~m]).all()  # only the object's box changed
-        assert pbe_scores(s.image, perfect_paint(s, sh, c, vae), m, sh, c)["color"]  # the VAE keeps the colour
+        assert pbe_scores(s.image, perfect_paint(s, sh, c, pipe), m, sh, c)["color"]  # the VAE keeps the colour
         other = next(x for x in ("square", "circle") if x != sh)
         assert not pbe_scores(s.image, perfect_paint(s, other, c), m, sh, c)["shape+color"]

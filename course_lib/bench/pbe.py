@@ -23,6 +23,7 @@ from PIL import Image
 
 from ..methods.pbe import object_box, paint_by_example, tiny_pipeline
 from ..metrics import psnr
+from ..sampling import decode, encode, to_pil
 from ..shapes import vocab as V
 from ..shapes.oracle import read_image
 from ..shapes.world import render_spec, single_object
@@ -68,19 +69,12 @@ def pbe_cases(n: int, offset: int = 80_000, crop: bool = True, mask: str = "obje
     return out
 
 
-def perfect_paint(scene, shape: str, color: str, vae=None) -> Image.Image:
+def perfect_paint(scene, shape: str, color: str, pipe=None) -> Image.Image:
     """``scene`` with its one object rendered again as ``shape`` and ``color`` (plain) in the same
-    place, size and rotation: what a perfect Paint by Example edit would draw. With ``vae``, passed
-    through it (encoded to the posterior mean and decoded), as every painted image is."""
-    from ..train.common import to_tensor
-    from ..train.vae import round_trip
-
+    place, size and rotation: what a perfect Paint by Example edit would draw. With ``pipe``, passed
+    through its VAE (encoded to the posterior mean and decoded), as every painted image is."""
     img = render_spec(scene.spec.replace_object(0, shape=shape, color=color, pattern="plain"), scene.size).image
-    if vae is None:
-        return img
-    x = to_tensor(np.array(img.convert("RGB"))[None]).to(vae.device, vae.dtype)
-    y = (round_trip(vae, x)[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5
-    return Image.fromarray(y.round().clip(0, 255).astype(np.uint8))
+    return img if pipe is None else to_pil(decode(pipe, encode(pipe, img)))[0]
 
 
 def pbe_scores(source, out, mask, shape, color) -> dict:
@@ -130,7 +124,7 @@ def pbe_suite(smoke: bool | None = None) -> list[Row]:
                 Row("pbe", f"{tag}: seconds per edit", seconds, " s",
                     detail=f"{steps} steps, guidance 5, {cfg.device}, {torch.get_num_threads()} thread(s)")]
             if ours and not blend:
-                perfect = [pbe_scores(s.image, perfect_paint(s, sh, c, pipe.vae), m, sh, c)["shape+color"]
+                perfect = [pbe_scores(s.image, perfect_paint(s, sh, c, pipe), m, sh, c)["shape+color"]
                            for s, m, _, sh, c in cases]
                 rows.append(Row("pbe", "a perfect paint, through the VAE: shape+colour", 100 * np.mean(perfect), "%",
                                 detail="the exemplar's shape and colour rendered in the object's place; the most "
