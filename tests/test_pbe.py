@@ -229,6 +229,51 @@ def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / f"pbe-bottleneck-{old_base}-all" / "state.json").exists()
 
 
+def test_the_training_loss_is_the_paper_s_by_default_and_can_weigh_the_mask_and_the_noise_level():
+    from course_lib.train.pbe import pbe_loss
+    g = torch.Generator().manual_seed(0)
+    pred, noise = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
+    keep = torch.ones(4, 1, 8, 8)
+    keep[:, :, 2:5, 2:5] = 0  # the masked cells
+    t, snr = torch.tensor([0, 10, 500, 999]), torch.logspace(3, -3, 1000)
+    plain = pbe_loss(pred, noise, keep, t, snr)
+    assert torch.allclose(plain, torch.nn.functional.mse_loss(pred, noise))
+    # an error only under the mask counts more with a mask weight, one only outside it less
+    inside, outside = torch.zeros_like(pred), torch.zeros_like(pred)
+    inside[:, :, 2:5, 2:5], outside[:, :, 6:, 6:] = 1, 1
+    for err, grows in ((inside, True), (outside, False)):
+        a, b = pbe_loss(err, torch.zeros_like(err), keep, t, snr), pbe_loss(err, torch.zeros_like(err), keep, t, snr, mask_weight=4)
+        assert (b > a) if grows else (b < a)
+    # the weights are normalised per pair: an error everywhere keeps its loss
+    assert torch.allclose(pbe_loss(pred, pred + 1, keep, t, snr, mask_weight=4), torch.tensor(1.0))
+    # min-SNR: low-noise pairs (high SNR) turned down by gamma / SNR, noisy ones (SNR < gamma) kept
+    per = ((pred - noise) ** 2).mean((1, 2, 3))
+    w = torch.clamp(snr[t], max=5.0) / snr[t]
+    assert torch.allclose(pbe_loss(pred, noise, keep, t, snr, snr_gamma=5.0), (w * per).mean())
+    assert w[0] < 0.01 and w[-1] == 1
+
+
+def test_training_refuses_bad_loss_weights_before_loading_anything():
+    import course_lib.train.pbe as tp
+    with pytest.raises(ValueError, match="snr_gamma"):
+        tp.train_pbe("bottleneck", steps=1, snr_gamma=0)
+    with pytest.raises(ValueError, match="mask_weight"):
+        tp.train_pbe("bottleneck", steps=1, mask_weight=0.5)
+
+
+def test_a_run_with_loss_weights_records_them_and_the_card_gives_its_command(tmp_path, monkeypatch):
+    import json
+
+    import course_lib.train.pbe as tp
+    monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
+    tp.train_pbe("bottleneck", minutes=None, steps=1, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
+                 bf16=False, unet_parts="attention", snr_gamma=5.0, mask_weight=4.0)
+    record = json.loads((tmp_path / "w" / "bottleneck.json").read_text())
+    assert record["snr_gamma"] == 5.0 and record["mask_weight"] == 4.0
+    assert tp._commands(record)[-1].endswith("--snr-gamma 5 --mask-weight 4")
+    assert "min-SNR-5 loss weighting; loss under the mask weighted 4x" in tp._stages(record)
+
+
 def test_training_pairs_know_their_object_s_shape_and_oversampling_draws_it_more_often(tmp_path, monkeypatch):
     import course_lib.train.pbe as tp
     from course_lib.methods.pbe import object_box

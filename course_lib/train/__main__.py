@@ -65,6 +65,10 @@ def main(argv=None):
                         "pbe-tower: scenes whose objects are cropped (default 20000)")
     p.add_argument("--out", type=Path, default=None, help="pbe: folder for the trained weights (default data/models/pbe-tiny); "
                         "pbe-tower: folder for the tower and its checkpoint (default runs/pbe-tower)")
+    p.add_argument("--snr-gamma", type=float, default=None,
+                   help="pbe: min-SNR-gamma loss weighting, as tiny-sd's UNet (5); default: the paper's plain loss")
+    p.add_argument("--mask-weight", type=float, default=1.0,
+                   help="pbe: the loss under the mask (what is painted) weighs this many times as much (default 1)")
     p.add_argument("--prior-weight", type=float, default=None,
                    help="concept (lora, dreambooth): weight of the prior-preservation loss (default 1.0; 0 = none)")
     a = p.parse_args(argv)
@@ -118,7 +122,8 @@ def main(argv=None):
                                                    bf16=not a.no_bf16, unet_parts=a.unet_parts, device=a.device,
                                                    workers=a.workers, out=a.out, encoder=a.encoder,
                                                    cover_masks=a.cover_masks, init_from=a.init_from, tower=a.tower,
-                                                   oversample=over,
+                                                   oversample=over, snr_gamma=a.snr_gamma,
+                                                   mask_weight=a.mask_weight,
                                                    **({"n_scenes": a.scenes} if a.scenes else {}), **kw))
         elif stage == "pbe-tower":
             from .pbe_tower import refine_tower

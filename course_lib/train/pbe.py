@@ -146,6 +146,23 @@ class _Trainable(torch.nn.Module):
         self.unet, self.image_encoder = pipe.unet, pipe.image_encoder
 
 
+def pbe_loss(pred: torch.Tensor, noise: torch.Tensor, keep: torch.Tensor, t: torch.Tensor, snr: torch.Tensor,
+             snr_gamma: float | None = None, mask_weight: float = 1.0) -> torch.Tensor:
+    """The noise-prediction loss of a batch; with the defaults, the paper's plain mean squared error.
+    ``keep``: 1 on the known latent cells, 0 under the mask. ``mask_weight``: the masked cells weigh that
+    many times as much, normalised per pair (its mean weight is 1). ``snr_gamma``: each pair weighted by
+    min(SNR(t), gamma) / SNR(t) (min-SNR weighting)."""
+    err = (pred - noise) ** 2
+    if mask_weight != 1:
+        w = 1 + (mask_weight - 1) * (1 - keep)
+        err = err * w / w.mean((1, 2, 3), keepdim=True)
+    per_pair = err.mean((1, 2, 3))
+    if snr_gamma is not None:
+        s = snr.to(per_pair.device)[t]
+        per_pair = per_pair * torch.clamp(s, max=snr_gamma) / s
+    return per_pair.mean()
+
+
 def _record_beside(weights: Path | None) -> dict | None:
     """The training record (``<variant>.json``) written beside trained parts, if any: a run that
     starts from them keeps it, so the card can tell the whole history."""
@@ -165,7 +182,8 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
               out: Path | None = None, save_every: int | None = None, progress: bool = True, unet_parts: str = "all",
               device: str | None = None, workers: int = 0, encoder: str = "head", cover_masks: bool = False,
               init_from: Path | None = None, tower: Path | None = None,
-              oversample: dict[str, float] | None = None) -> Path:
+              oversample: dict[str, float] | None = None, snr_gamma: float | None = None,
+              mask_weight: float = 1.0) -> Path:
     """``workers=0`` makes the pairs in this process, in a fixed order (the shipped CPU runs);
     ``workers > 0`` in that many data-loader processes (for a GPU, which would otherwise wait).
     ``cover_masks``: Bezier masks that always hide the whole box (:func:`~course_lib.methods.pbe.bezier_mask`).
@@ -173,10 +191,18 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     ``tower``: the image encoder's vision tower from this file (:mod:`course_lib.train.pbe_tower`'s refined
     copy of tiny-clip's) instead of tiny-clip's own; trained or frozen as ``encoder`` says, and stored with
     the trained parts either way, since tiny-clip no longer holds it.
-    ``oversample``: {shape: factor}, pairs whose object has that shape drawn that many times as often."""
+    ``oversample``: {shape: factor}, pairs whose object has that shape drawn that many times as often.
+    ``snr_gamma``: min-SNR-gamma loss weighting (as tiny-sd's UNet was trained), which turns down the
+    low-noise steps; ``None``, the paper's plain noise loss.
+    ``mask_weight``: the loss on latent cells under the mask (what is painted) weighs this many times
+    as much as on the known ones, normalised per pair so the loss keeps its scale; 1, the paper's."""
     trainable_names("unet.conv_in.weight", unet_parts, encoder)  # a clear error for an unknown choice, before loading
     if oversample:
         check_oversample(oversample)
+    if snr_gamma is not None and not snr_gamma > 0:
+        raise ValueError(f"snr_gamma must be positive (tiny-sd's UNet used 5), got {snr_gamma}")
+    if not mask_weight >= 1:
+        raise ValueError(f"mask_weight must be at least 1 (1: the plain loss), got {mask_weight}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU")
@@ -224,7 +250,9 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     stamp_info = {"variant": variant, "base": base, "unet_parts": unet_parts, "encoder": encoder,  # what a checkpoint is of
                   "cover_masks": cover_masks, "init_from": state.get("init_from", str(init_from) if init_from else None),
                   "previous": state.get("previous", _record_beside(init_from)), "workers": workers,
-                  "tower": tower_record, "oversample": oversample or None}
+                  "tower": tower_record, "oversample": oversample or None,
+                  **({"snr_gamma": snr_gamma} if snr_gamma is not None else {}),
+                  **({"mask_weight": mask_weight} if mask_weight != 1 else {})}
     step = state.get("step", 0)
     seconds = state.get("seconds", 0.0)
     acc = Accelerator(cpu=device.type == "cpu")
@@ -235,6 +263,7 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     weights = pair_weights(shapes, oversample)
     vae, proc = pipe.vae, pipe.feature_extractor
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    snr = noise_sched.alphas_cumprod / (1 - noise_sched.alphas_cumprod)
     sf = vae.config.scaling_factor
     images_t = torch.from_numpy(images).to(device)
     with torch.no_grad():
@@ -269,7 +298,7 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
             cond = torch.where(drop, null.expand_as(cond) if null.shape[1] == cond.shape[1]
                                else null.expand(batch, cond.shape[1], -1), cond)
             pred = pipe.unet(torch.cat([zt, masked_lat, keep_small], 1), t, encoder_hidden_states=cond).sample
-            loss = F.mse_loss(pred.float(), noise)
+            loss = pbe_loss(pred.float(), noise, keep_small, t, snr, snr_gamma, mask_weight)
         opt.zero_grad()
         acc.backward(loss)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -333,6 +362,8 @@ def _stages(record: dict) -> str:
         f"{'; masks cover the box' if r.get('cover_masks') else ''}"
         f"{'; objects drawn more often: ' + _oversample_text(r['oversample']) if r.get('oversample') else ''}"
         f"{'; vision tower refined ' + format(r['tower']['record']['steps'], ',') + ' steps' if _tower_steps(r) else ''}"
+        f"{'; min-SNR-' + format(r['snr_gamma'], 'g') + ' loss weighting' if r.get('snr_gamma') else ''}"
+        f"{'; loss under the mask weighted ' + format(r['mask_weight'], 'g') + 'x' if r.get('mask_weight', 1) != 1 else ''}"
         for r in _history(record))
 
 
@@ -363,6 +394,8 @@ def _commands(record: dict) -> list[str]:
             f"{' --workers ' + str(r['workers']) if r.get('workers') else ''}"
             f"{tower(r)}"
             f"{' --oversample ' + ','.join(f'{k}:{v:g}' for k, v in r['oversample'].items()) if r.get('oversample') else ''}"
+            f"{' --snr-gamma ' + format(r['snr_gamma'], 'g') if r.get('snr_gamma') else ''}"
+            f"{' --mask-weight ' + format(r['mask_weight'], 'g') if r.get('mask_weight', 1) != 1 else ''}"
             f"{' --init-from <the stage before>' if r.get('previous') else ''}" for r in _history(record)]
 
 
