@@ -272,6 +272,13 @@ def test_a_run_with_loss_weights_records_them_and_the_card_gives_its_command(tmp
     assert record["snr_gamma"] == 5.0 and record["mask_weight"] == 4.0
     assert tp._commands(record)[-1].endswith("--snr-gamma 5 --mask-weight 4")
     assert "min-SNR-5 loss weighting; loss under the mask weighted 4x" in tp._stages(record)
+    # its checkpoint is continued with the same loss only
+    with pytest.raises(ValueError, match="same loss"):
+        tp.train_pbe("bottleneck", minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
+                     bf16=False, unet_parts="attention")
+    tp.train_pbe("bottleneck", minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
+                 bf16=False, unet_parts="attention", snr_gamma=5.0, mask_weight=4.0)
+    assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 2
 
 
 def test_training_pairs_know_their_object_s_shape_and_oversampling_draws_it_more_often(tmp_path, monkeypatch):

@@ -235,6 +235,11 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         run.rename(aside)
         print(f"{run} was trained on other tiny-sd or tiny-clip weights or other parts: moved to {aside}, starting afresh")
     state = load_checkpoint(run, model, opt)
+    if state and (state.get("snr_gamma"), state.get("mask_weight", 1.0)) != (snr_gamma, mask_weight):
+        was = (("--snr-gamma %g " % state["snr_gamma"] if state.get("snr_gamma") else "")
+               + ("--mask-weight %g" % state["mask_weight"] if state.get("mask_weight", 1) != 1 else "")).strip()
+        raise ValueError(f"{run} was trained with {was or 'the plain loss (no --snr-gamma, --mask-weight 1)'}: "
+                         f"continue it with the same loss, or move it away to start afresh")
     if not state and init_from is not None:
         from safetensors.torch import load_file
         init = load_file(init_from)
