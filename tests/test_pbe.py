@@ -489,3 +489,13 @@ def test_a_perfect_paint_scores_and_a_wrong_one_does_not():
         assert pbe_scores(s.image, perfect_paint(s, sh, c, pipe), m, sh, c)["color"]  # the VAE keeps the colour
         other = next(x for x in ("square", "circle") if x != sh)
         assert not pbe_scores(s.image, perfect_paint(s, other, c), m, sh, c)["shape+color"]
+
+
+def test_the_validation_cases_are_not_the_bench_s_and_every_case_is_scored_once():
+    from course_lib.bench import pbe as bp
+    assert 80_000 not in bp.VALIDATION_OFFSETS
+    res = bp.validation(guidance=(5.0,), steps=2, n=2, offsets=(90_000,), progress=False)
+    r = res[5.0]
+    assert set(res) == {5.0} and 0 <= r["share"] <= 1
+    assert sum(t for _, t in r["by_shape"].values()) == 2
+    assert sum(k for k, _ in r["by_shape"].values()) == round(2 * r["share"])
