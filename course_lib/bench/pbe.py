@@ -90,23 +90,26 @@ def pbe_scores(source, out, mask, shape, color) -> dict:
             "bg": psnr(source, out, ~mask), "fill": max((o.area for o in col), default=0) / mask.sum()}
 
 
+def paint_cases(pipe, cases, steps: int, guidance: float = 5.0, blend: bool = False, desc: str | None = None):
+    """Paint and score :func:`pbe_cases`' cases: (scores per case, seconds per edit); case i is painted
+    from seed i. ``desc``: a progress bar with that title."""
+    from tqdm.auto import tqdm
+    res, t_all = [], 0.0
+    for i, (s, m, ref, sh, c) in enumerate(tqdm(cases, desc=desc, disable=desc is None)):
+        t = time.perf_counter()
+        out = paint_by_example(pipe, s.image, m, ref, steps, guidance, generator=torch.Generator().manual_seed(i),
+                               blend_known=blend)[0]
+        t_all += time.perf_counter() - t
+        res.append(pbe_scores(s.image, out, m, sh, c))
+    return res, t_all / len(cases)
+
+
 @suite("pbe")
 def pbe_suite(smoke: bool | None = None) -> list[Row]:
     cfg = bench_config(smoke)
     smoke = cfg.smoke
     steps, n = cfg.pick(50, 20), (4 if smoke else 20)
     cases = pbe_cases(n)
-
-    def paint_all(pipe, cases, blend=False):
-        """(scores per case, seconds per edit); case i is painted from seed i."""
-        res, t_all = [], 0.0
-        for i, (s, m, ref, sh, c) in enumerate(cases):
-            t = time.perf_counter()
-            out = paint_by_example(pipe, s.image, m, ref, steps, 5.0, generator=torch.Generator().manual_seed(i),
-                                   blend_known=blend)[0]
-            t_all += time.perf_counter() - t
-            res.append(pbe_scores(s.image, out, m, sh, c))
-        return res, t_all / len(cases)
 
     rows = []
     for variant in ("bottleneck", "naive"):
@@ -116,7 +119,7 @@ def pbe_suite(smoke: bool | None = None) -> list[Row]:
             rows.append(Row("pbe", f"{variant}: weights", float("nan"), "", None, detail=str(err)))
             continue
         for blend in (False, True):
-            res, seconds = paint_all(pipe, cases, blend)
+            res, seconds = paint_cases(pipe, cases, steps, blend=blend)
             ours = variant == "bottleneck"
             tag = f"{variant}{' + blend_known' if blend else ''}"
             rows += [
@@ -134,12 +137,12 @@ def pbe_suite(smoke: bool | None = None) -> list[Row]:
                                        "the first row can read with this VAE and oracle"))
                 rows.append(Row("pbe", f"{tag}: painted object's area / mask area", 100 * np.mean([x["fill"] for x in res]),
                                 "%", detail="the object of the exemplar's colour; 0 where none"))
-                fitted, _ = paint_all(pipe, pbe_cases(n, mask="fitted"))
+                fitted, _ = paint_cases(pipe, pbe_cases(n, mask="fitted"), steps)
                 rows.append(Row("pbe", f"{tag}, mask of the exemplar's proportions covering the object: shape+colour",
                                 100 * np.mean([x["shape+color"] for x in fitted]), "%",
                                 detail=f"colour alone {100 * np.mean([x['color'] for x in fitted]):.0f}%; background "
                                        f"{np.mean([x['bg'] for x in fitted]):.1f} dB"))
-                loose, _ = paint_all(pipe, pbe_cases(n, crop=False))
+                loose, _ = paint_cases(pipe, pbe_cases(n, crop=False), steps)
                 rows.append(Row("pbe", f"{tag}, exemplar not cropped (object in a 64 px white image): shape+colour",
                                 100 * np.mean([x["shape+color"] for x in loose]), "%",
                                 detail=f"colour alone {100 * np.mean([x['color'] for x in loose]):.0f}%; painted area "
@@ -158,19 +161,18 @@ def validation(weights=None, guidance=(3.0, 5.0, 7.5), steps: int = 50, n: int =
     an offset painted from seed i): {guidance: {"share": shape+colour share, "by_shape": {shape: [right,
     cases]}}}. ``weights``: other trained parts (``python -m course_lib.train pbe --out FOLDER`` writes
     ``FOLDER/bottleneck.safetensors``); default, the shipped ones."""
-    from tqdm.auto import tqdm
     pipe = tiny_pipeline("bottleneck", weights=weights)
-    cases = [c for off in offsets for c in enumerate(pbe_cases(n, offset=off))]
+    cases = {off: pbe_cases(n, offset=off) for off in offsets}
     out = {}
     for g in guidance:
         right, by_shape = [], {}
-        for i, (s, m, ref, sh, c) in tqdm(cases, desc=f"validation, guidance {g:g}", disable=not progress):
-            img = paint_by_example(pipe, s.image, m, ref, steps, g, generator=torch.Generator().manual_seed(i))[0]
-            ok = bool(pbe_scores(s.image, img, m, sh, c)["shape+color"])
-            right.append(ok)
-            tally = by_shape.setdefault(sh, [0, 0])
-            tally[0] += ok
-            tally[1] += 1
+        for off, part in cases.items():
+            res, _ = paint_cases(pipe, part, steps, g, desc=f"validation {off:,}, guidance {g:g}" if progress else None)
+            for (_, _, _, sh, _), r in zip(part, res):
+                right.append(r["shape+color"])
+                tally = by_shape.setdefault(sh, [0, 0])
+                tally[0] += r["shape+color"]
+                tally[1] += 1
         out[g] = {"share": float(np.mean(right)), "by_shape": dict(sorted(by_shape.items()))}
     return out
 

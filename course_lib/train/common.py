@@ -95,6 +95,13 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def min_snr_weights(snr: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """min(SNR(t), gamma) / SNR(t) for each pair's timestep (min-SNR-gamma weighting of the noise loss,
+    which turns down the low-noise steps); ``snr`` per timestep of the schedule."""
+    s = snr.to(t.device)[t]
+    return torch.clamp(s, max=gamma) / s
+
+
 class Budget:
     """A wall-clock budget in minutes (None = unlimited). The first time :meth:`left` finds it spent,
     it says so: a run that stops there ends before its planned steps, in the middle of its

@@ -35,7 +35,8 @@ from ..methods.pbe import (TINY, base_fingerprint, boxable, build_pipeline, load
                            self_supervised_sample, trainable_names, trainable_state, vision_tower)
 from ..models import load_clip, load_pipeline
 from ..shapes.world import make_scene
-from .common import RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, save_checkpoint
+from .common import (RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, min_snr_weights,
+                     save_checkpoint)
 
 
 def _scene_boxes(seeds, rng: np.random.Generator, min_side: int):
@@ -158,8 +159,7 @@ def pbe_loss(pred: torch.Tensor, noise: torch.Tensor, keep: torch.Tensor, t: tor
         err = err * w / w.mean((1, 2, 3), keepdim=True)
     per_pair = err.mean((1, 2, 3))
     if snr_gamma is not None:
-        s = snr.to(per_pair.device)[t]
-        per_pair = per_pair * torch.clamp(s, max=snr_gamma) / s
+        per_pair = per_pair * min_snr_weights(snr, t, snr_gamma)
     return per_pair.mean()
 
 
@@ -236,9 +236,8 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         print(f"{run} was trained on other tiny-sd or tiny-clip weights or other parts: moved to {aside}, starting afresh")
     state = load_checkpoint(run, model, opt)
     if state and (state.get("snr_gamma"), state.get("mask_weight", 1.0)) != (snr_gamma, mask_weight):
-        was = (("--snr-gamma %g " % state["snr_gamma"] if state.get("snr_gamma") else "")
-               + ("--mask-weight %g" % state["mask_weight"] if state.get("mask_weight", 1) != 1 else "")).strip()
-        raise ValueError(f"{run} was trained with {was or 'the plain loss (no --snr-gamma, --mask-weight 1)'}: "
+        was = _loss_flags(state).strip() or "the plain loss (no --snr-gamma, --mask-weight 1)"
+        raise ValueError(f"{run} was trained with {was}: "
                          f"continue it with the same loss, or move it away to start afresh")
     if not state and init_from is not None:
         from safetensors.torch import load_file
@@ -381,6 +380,12 @@ def _oversample_text(oversample: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:g}x" for k, v in oversample.items())
 
 
+def _loss_flags(record: dict) -> str:
+    """The command-line flags of a record's (or checkpoint's) loss weighting; '' for the paper's plain loss."""
+    return ((f" --snr-gamma {record['snr_gamma']:g}" if record.get("snr_gamma") else "")
+            + (f" --mask-weight {record['mask_weight']:g}" if record.get("mask_weight", 1) != 1 else ""))
+
+
 def _commands(record: dict) -> list[str]:
     """The command line of each stage of a record, oldest first; a stage trained on another refined tower
     than the last stage's names it by its refinement steps."""
@@ -399,8 +404,7 @@ def _commands(record: dict) -> list[str]:
             f"{' --workers ' + str(r['workers']) if r.get('workers') else ''}"
             f"{tower(r)}"
             f"{' --oversample ' + ','.join(f'{k}:{v:g}' for k, v in r['oversample'].items()) if r.get('oversample') else ''}"
-            f"{' --snr-gamma ' + format(r['snr_gamma'], 'g') if r.get('snr_gamma') else ''}"
-            f"{' --mask-weight ' + format(r['mask_weight'], 'g') if r.get('mask_weight', 1) != 1 else ''}"
+            f"{_loss_flags(r)}"
             f"{' --init-from <the stage before>' if r.get('previous') else ''}" for r in _history(record)]
 
 

@@ -26,8 +26,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .common import (EMA, MODELS, RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, record_beside,
-                     save_checkpoint, scene_dataset, shipped_records, to_tensor)
+from .common import (EMA, MODELS, RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, min_snr_weights,
+                     record_beside, save_checkpoint, scene_dataset, shipped_records, to_tensor)
 from .clip import CLIP_DIM
 
 
@@ -238,7 +238,7 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
         with autocast(acc.device, bf16):
             c = ids[e_idx] if train_text else cond  # caption ids, or the cached hidden states
             pred = model(xt.to(acc.device), t.to(acc.device), c.to(acc.device)).sample.float()
-        w = (torch.clamp(snr[t], max=snr_gamma) / snr[t]).to(acc.device)  # min-SNR weighting
+        w = min_snr_weights(snr, t, snr_gamma).to(acc.device)
         loss = (w * F.mse_loss(pred, noise.to(acc.device), reduction="none").mean((1, 2, 3))).mean()
         acc.backward(loss)
         acc.clip_grad_norm_(model.parameters(), 1.0)
