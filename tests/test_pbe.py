@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -272,12 +274,18 @@ def test_a_run_with_loss_weights_records_them_and_the_card_gives_its_command(tmp
     assert record["snr_gamma"] == 5.0 and record["mask_weight"] == 4.0
     assert tp._commands(record)[-1].endswith("--snr-gamma 5 --mask-weight 4")
     assert "min-SNR-5 loss weighting; loss under the mask weighted 4x" in tp._stages(record)
-    # its checkpoint is continued with the same loss only
-    with pytest.raises(ValueError, match="same loss"):
-        tp.train_pbe("bottleneck", minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
-                     bf16=False, unet_parts="attention")
-    tp.train_pbe("bottleneck", minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
-                 bf16=False, unet_parts="attention", snr_gamma=5.0, mask_weight=4.0)
+    # its checkpoint is continued with the same loss, masks and oversampling only, and a refusal writes nothing
+    run = tmp_path / "runs" / "pbe-bottleneck"
+    before = (run / "state.json").read_text()
+    same = dict(minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False, bf16=False,
+                unet_parts="attention")
+    for other, said in [({}, "--snr-gamma 5 --mask-weight 4 (this run: the plain loss"),
+                        ({"snr_gamma": 5.0, "mask_weight": 4.0, "cover_masks": True}, "no --cover-masks (this run: --cover-masks)"),
+                        ({"snr_gamma": 5.0, "mask_weight": 4.0, "oversample": {"star": 2}}, "no --oversample (this run: --oversample star:2)")]:
+        with pytest.raises(ValueError, match=f"trained with {re.escape(said)}.*continue it with the same settings"):
+            tp.train_pbe("bottleneck", **same, **other)
+        assert (run / "state.json").read_text() == before
+    tp.train_pbe("bottleneck", **same, snr_gamma=5.0, mask_weight=4.0)
     assert json.loads((tmp_path / "w" / "bottleneck.json").read_text())["steps"] == 2
 
 

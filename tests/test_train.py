@@ -83,6 +83,11 @@ def test_unet_and_text_encoder_train_together_and_resume(tmp_path, monkeypatch):
     start = CLIPTextModel.from_pretrained(unet_mod.Path(unet_mod.__file__).resolve().parents[2] / "data/models/tiny-clip")
     key = next(k for k in start.state_dict() if k.endswith("token_embedding.weight"))
     assert not torch.equal(w["text." + key], start.state_dict()[key]), "the text encoder did not train"
+    # a checkpoint continues only with the oversampling it was trained with (its card reports one)
+    with pytest.raises(ValueError, match=r"trained with no --oversample \(this run: --oversample hexagon:2\): continue it"):
+        unet_mod.train_unet(out=out, minutes=None, steps=3, batch=4, n_scenes=16, train_text=True, bf16=False,
+                            oversample={"hexagon": 2})
+    assert json.loads((out / "ckpt" / "state.json").read_text())["step"] == 2
     unet_mod.train_unet(out=out, minutes=None, steps=3, batch=4, n_scenes=16, train_text=True, bf16=False)
     assert json.loads((out / "ckpt" / "state.json").read_text())["step"] == 3
 

@@ -177,6 +177,27 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     return json.loads((folder / "state.json").read_text())
 
 
+def oversample_flag(oversample: dict[str, float] | None) -> str:
+    """``--oversample shape:factor,...`` for a record's oversampling, in its own order ('' for none)."""
+    return f"--oversample {','.join(f'{k}:{v:g}' for k, v in oversample.items())}" if oversample else ""
+
+
+def oversample_setting(oversample: dict[str, float] | None) -> str:
+    """An oversampling as :func:`refuse_other_settings` compares it: its flag with the shapes sorted."""
+    return oversample_flag(dict(sorted((oversample or {}).items()))) or "no --oversample"
+
+
+def refuse_other_settings(run: Path, trained: dict[str, str], asked: dict[str, str]):
+    """A checkpoint continues only with the settings it was trained with, so that its record stays true:
+    ``trained`` and ``asked`` give each setting as a short text (its command-line flags); a ValueError
+    names every setting that differs, and nothing is written."""
+    changed = [k for k in asked if trained.get(k) != asked[k]]
+    if changed:
+        said = "; with ".join(f"{trained.get(k)} (this run: {asked[k]})" for k in changed)
+        raise ValueError(f"{run} was trained with {said}: continue it with the same settings, "
+                         f"or move it away to start afresh")
+
+
 def check_oversample(oversample: dict[str, float]):
     """Refuse shape words Shapes World does not have and factors that are not positive."""
     from ..shapes.vocab import ALL_SHAPES

@@ -36,7 +36,7 @@ from ..methods.pbe import (TINY, base_fingerprint, boxable, build_pipeline, load
 from ..models import load_clip, load_pipeline
 from ..shapes.world import make_scene
 from .common import (RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, min_snr_weights,
-                     save_checkpoint)
+                     oversample_flag, oversample_setting, refuse_other_settings, save_checkpoint)
 
 
 def _scene_boxes(seeds, rng: np.random.Generator, min_side: int):
@@ -235,10 +235,9 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
         run.rename(aside)
         print(f"{run} was trained on other tiny-sd or tiny-clip weights or other parts: moved to {aside}, starting afresh")
     state = load_checkpoint(run, model, opt)
-    if state and (state.get("snr_gamma"), state.get("mask_weight", 1.0)) != (snr_gamma, mask_weight):
-        was = _loss_flags(state).strip() or "the plain loss (no --snr-gamma, --mask-weight 1)"
-        raise ValueError(f"{run} was trained with {was}: "
-                         f"continue it with the same loss, or move it away to start afresh")
+    if state:
+        refuse_other_settings(run, _pair_and_loss_settings(state), _pair_and_loss_settings(
+            {"snr_gamma": snr_gamma, "mask_weight": mask_weight, "cover_masks": cover_masks, "oversample": oversample}))
     if not state and init_from is not None:
         from safetensors.torch import load_file
         init = load_file(init_from)
@@ -386,6 +385,14 @@ def _loss_flags(record: dict) -> str:
             + (f" --mask-weight {record['mask_weight']:g}" if record.get("mask_weight", 1) != 1 else ""))
 
 
+def _pair_and_loss_settings(record: dict) -> dict[str, str]:
+    """How a record's (or checkpoint's) training pairs were drawn and its loss weighed, as flags: what a
+    resumed run must keep."""
+    return {"loss": _loss_flags(record).strip() or "the plain loss (no --snr-gamma, --mask-weight 1)",
+            "masks": "--cover-masks" if record.get("cover_masks") else "no --cover-masks",
+            "oversample": oversample_setting(record.get("oversample"))}
+
+
 def _commands(record: dict) -> list[str]:
     """The command line of each stage of a record, oldest first; a stage trained on another refined tower
     than the last stage's names it by its refinement steps."""
@@ -403,7 +410,7 @@ def _commands(record: dict) -> list[str]:
             f"{' --device cuda' if r.get('device', 'CPU') != 'CPU' else ''}"
             f"{' --workers ' + str(r['workers']) if r.get('workers') else ''}"
             f"{tower(r)}"
-            f"{' --oversample ' + ','.join(f'{k}:{v:g}' for k, v in r['oversample'].items()) if r.get('oversample') else ''}"
+            f"{' ' + oversample_flag(r.get('oversample')) if r.get('oversample') else ''}"
             f"{_loss_flags(r)}"
             f"{' --init-from <the stage before>' if r.get('previous') else ''}" for r in _history(record)]
 

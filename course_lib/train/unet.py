@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .common import (EMA, MODELS, RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, min_snr_weights,
-                     record_beside, save_checkpoint, scene_dataset, shipped_records, to_tensor)
+                     oversample_setting, record_beside, refuse_other_settings, save_checkpoint, scene_dataset,
+                     shipped_records, to_tensor)
 from .clip import CLIP_DIM
 
 
@@ -199,7 +200,10 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01)
     ema = EMA(model, decay=0.999)
     state = load_checkpoint(out / "ckpt", model, opt, ema)
-    if not state:
+    if state:  # the card reports one oversampling for the run
+        refuse_other_settings(out / "ckpt", {"oversample": oversample_setting(state.get("oversample"))},
+                              {"oversample": oversample_setting(oversample)})
+    else:
         start = init_from
         if start is None and train_text and (RUNS / "unet" / "ckpt" / "ema.safetensors").exists():
             start = RUNS / "unet" / "ckpt" / "ema.safetensors"  # continue from the frozen-text run
