@@ -10,6 +10,7 @@ from course_lib.methods.pbe import (bezier_mask, build_pipeline, check_mask, inp
                                     paint_by_example, save_pbe, self_supervised_sample, trainable_names)
 from course_lib.models import load_clip
 from course_lib.shapes import make_scene, single_object
+from course_lib.shapes.world import background_image
 from course_lib.testing import random_pipeline
 
 
@@ -414,6 +415,48 @@ def test_blend_known_keeps_the_latent_outside_the_mask(clip):
     assert (z[~k] - z_src.expand_as(z)[~k]).abs().max() > 1e-3
 
 
+def test_zoomed_painting_paints_a_crop_at_the_model_s_size_and_keeps_the_source_outside_the_mask(clip, monkeypatch):
+    model, _, proc = clip
+    p = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")
+    image, m, ref = scene_inputs()
+    # the crop: context times the mask box's longer side, holding the box, inside the image
+    ys, xs = np.nonzero(m)
+    side = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
+    x0, y0, x1, y1 = pbe.zoom_box(m, 1.75)
+    assert x1 - x0 == y1 - y0 == min(64, round(1.75 * side)) > side
+    assert 0 <= x0 <= xs.min() and xs.max() < x1 <= 64 and 0 <= y0 <= ys.min() and ys.max() < y1 <= 64
+    corner = np.zeros((64, 64), bool)
+    corner[62, 61] = True  # enlarged at most MAX_ZOOM times, and moved inside the image
+    assert pbe.zoom_box(corner) == (64 - 64 // pbe.MAX_ZOOM,) * 2 + (64, 64)
+    with pytest.raises(ValueError, match="at least 1"):
+        pbe.zoom_box(m, 0.5)
+    # the model paints the crop enlarged to its own size, where the mask takes a larger share
+    seen, plain = {}, pbe.paint_by_example
+
+    def spy(pipe, img, mask, *a, **k):
+        seen.update(size=img.size, share=np.asarray(mask).mean())
+        return plain(pipe, img, mask, *a, **k)
+    monkeypatch.setattr(pbe, "paint_by_example", spy)
+    outs = pbe.paint_by_example_zoomed(p, image, m, ref, 2, num_images=2, generator=torch.Generator().manual_seed(0))
+    assert seen["size"] == (64, 64) and len(outs) == 2
+    assert seen["share"] > m.mean() and abs(seen["share"] - m[y0:y1, x0:x1].mean()) < 0.02
+    src = np.asarray(image)
+    for out in outs:
+        a = np.asarray(out)
+        assert (a[~m] == src[~m]).all() and (a[m] != src[m]).any()
+    # a mask whose crop is the whole image is painted as by paint_by_example
+    big = np.zeros((64, 64), bool)
+    big[4:60, 10:50] = True
+    assert pbe.zoom_box(big) == (0, 0, 64, 64)
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    zoomed = np.asarray(pbe.paint_by_example_zoomed(p, image, big, ref, 2, latents=z)[0])
+    assert (zoomed[big] == np.asarray(plain(p, image, big, ref, 2, latents=z)[0])[big]).all()
+    with pytest.raises(ValueError, match="PIL images"):
+        pbe.paint_by_example_zoomed(p, image, m, ref, 1, output="latent")
+    with pytest.raises(ValueError, match="empty"):
+        pbe.paint_by_example_zoomed(p, image, np.zeros((64, 64), bool), ref, 1)
+
+
 def test_shipped_weights_load_and_run():
     for variant in ("bottleneck", "naive"):
         if not (pbe.TINY / f"{variant}.safetensors").exists():
@@ -497,17 +540,47 @@ def test_a_perfect_paint_scores_and_a_wrong_one_does_not():
         assert pbe_scores(s.image, perfect_paint(s, sh, c, pipe), m, sh, c)["color"]  # the VAE keeps the colour
         other = next(x for x in ("square", "circle") if x != sh)
         assert not pbe_scores(s.image, perfect_paint(s, other, c), m, sh, c)["shape+color"]
+        # around the new object the mask shows the scene's background again; a wrong one scores low
+        assert pbe_scores(s.image, right, m, sh, c, s.spec.background)["bg_in"] > 40
+        wrong = np.asarray(right).copy()
+        bare = m & (wrong == np.asarray(background_image(s.spec.background))).all(-1)  # the mask's background pixels
+        wrong[bare] = np.asarray(background_image("gray" if s.spec.background == "checkered" else "checkered"))[bare]
+        assert pbe_scores(s.image, Image.fromarray(wrong), m, sh, c, s.spec.background)["bg_in"] < 20
 
 
 def test_the_validation_cases_are_not_the_bench_s_and_every_case_is_scored_once():
     import inspect
 
     from course_lib.bench import pbe as bp
-    bench = inspect.signature(bp.pbe_cases).parameters["offset"].default  # the bench's 20 cases start there
-    assert all(off >= bench + 20 or off + 40 <= bench for off in bp.VALIDATION_OFFSETS)
+    bench = inspect.signature(bp.pbe_cases).parameters["offset"].default  # the bench's cases start there
+    assert all(off >= bench + bp.BENCH_CASES or off + 40 <= bench for off in bp.VALIDATION_OFFSETS)
     assert all(b - a >= 40 for a, b in zip(bp.VALIDATION_OFFSETS, bp.VALIDATION_OFFSETS[1:]))
     res = bp.validation(guidance=(5.0,), steps=2, n=2, offsets=(90_000,), progress=False)
     r = res[5.0]
     assert set(res) == {5.0} and 0 <= r["share"] <= 1
     assert sum(t for _, t in r["by_shape"].values()) == 2
     assert sum(k for k, _ in r["by_shape"].values()) == round(2 * r["share"])
+
+
+def test_the_card_gives_the_measured_table_with_its_case_count_and_the_zoomed_column_where_recorded(tmp_path):
+    import json
+    import shutil
+
+    from course_lib.train.pbe import write_card
+    for variant in ("bottleneck", "naive"):
+        shutil.copy(pbe.TINY / f"{variant}.json", tmp_path)
+    measured = {"shape+color": 70, "color": 100, "bg": 51.3, "blend_shape+color": 65, "blend_color": 95, "blend_bg": 49.7}
+    for variant, zoom in (("bottleneck", {"zoom_shape+color": 85, "zoom_color": 100}), ("naive", {})):
+        record = json.loads((tmp_path / f"{variant}.json").read_text())
+        record["measured"] = {**measured, "cases": 100, **zoom, **({"zoom_context": 1.75} if zoom else {})}
+        (tmp_path / f"{variant}.json").write_text(json.dumps(record))
+    write_card(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "(100 held-out cases" in card and "zoomed" not in card  # one variant lacks the zoomed figures
+    record = json.loads((tmp_path / "naive.json").read_text())
+    record["measured"].update({"zoom_shape+color": 25, "zoom_color": 100, "zoom_context": 1.75})
+    (tmp_path / "naive.json").write_text(json.dumps(record))
+    write_card(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "1.75 times its side" in card and "| 65% / 95% / 49.7 dB | 85% / 100% |" in card
+    assert "| 65% / 95% / 49.7 dB | 25% / 100% |" in card

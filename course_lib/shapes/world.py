@@ -219,6 +219,15 @@ def _box_down(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(h // f, f, w // f, f, *a.shape[2:]).mean((1, 3))
 
 
+def background_image(background: str, size: int = 64) -> Image.Image:
+    """The ``background`` alone, rendered as :func:`render` renders it under a scene's objects: what a
+    scene shows where an object is taken away."""
+    if background not in V.BACKGROUNDS:
+        raise ValueError(f"unknown background {background!r}; choose from {V.BACKGROUNDS}")
+    f = SUPERSAMPLE if size <= 256 else 2
+    return Image.fromarray(np.clip(np.rint(_box_down(_background(background, size * f), f)), 0, 255).astype(np.uint8))
+
+
 def render(spec: SceneSpec, size: int = 64) -> Scene:
     """Render a scene spec at ``size`` x ``size`` pixels (a multiple of 8) with its ground truth."""
     if size <= 0 or size % 8:

@@ -463,12 +463,19 @@ def write_card(folder: Path):
                   "UNets would not fit the course's 40 MB of committed weights."]
     measured = [(v, d["measured"]) for v, d in records.items() if d.get("measured")]
     if measured:  # recorded in <variant>.json after a bench run; retraining rewrites the record without it
-        lines += ["", "Measured on these weights by `python -m course_lib.bench pbe` (20 held-out cases, the exemplar "
-                  "cropped to its box as in training, 50 steps, guidance 5; bars: shape + colour >= 80%, unmasked region >= 30 dB):", "",
+        zoom = all("zoom_shape+color" in m for _, m in measured)
+        lines += ["", f"Measured on these weights by `python -m course_lib.bench pbe` ({measured[0][1].get('cases', 20)} "
+                  "held-out cases, the exemplar cropped to its box as in training, the mask the box of the object it "
+                  "replaces, 50 steps, guidance 5; bars: shape + colour >= 80%, unmasked region >= 30 dB"
+                  + (f"; zoomed: only a square around the mask, {measured[0][1]['zoom_context']:g} times its side, painted "
+                     "at the model's resolution and its masked pixels put back, `paint_by_example_zoomed`" if zoom else "")
+                  + "):", "",
                   "| variant | exemplar shape + colour in the mask | colour alone | unmasked region PSNR | "
-                  "with `blend_known`: shape + colour / colour / PSNR |", "|---|---|---|---|---|"]
+                  "with `blend_known`: shape + colour / colour / PSNR |" + (" zoomed: shape + colour / colour |" if zoom else ""),
+                  "|---|---|---|---|---|" + ("---|" if zoom else "")]
         lines += [f"| {v} | {m['shape+color']:.0f}% | {m['color']:.0f}% | {m['bg']:.1f} dB | "
-                  f"{m['blend_shape+color']:.0f}% / {m['blend_color']:.0f}% / {m['blend_bg']:.1f} dB |" for v, m in measured]
+                  f"{m['blend_shape+color']:.0f}% / {m['blend_color']:.0f}% / {m['blend_bg']:.1f} dB |"
+                  + (f" {m['zoom_shape+color']:.0f}% / {m['zoom_color']:.0f}% |" if zoom else "") for v, m in measured]
     lines += ["", "20% of conditions replaced by the learnable null vector. Measured quality: "
               "`python -m course_lib.bench pbe` (and notebook 05). Training continues from `runs/pbe-<variant>` "
               "when run again with a larger `--steps`.", ""]
