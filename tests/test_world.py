@@ -91,3 +91,18 @@ def test_bad_input_is_refused():
         make_scene(0, size=60)
     with pytest.raises(ValueError, match="background"):
         SceneSpec((ObjectSpec("star", "red"),), background="grass")
+
+
+def test_the_background_alone_is_what_a_scene_shows_where_no_object_is():
+    from course_lib.shapes.world import background_image
+    seen = set()
+    for seed in range(100):  # until every background has been compared
+        s = make_scene(seed)
+        bare = np.asarray(background_image(s.spec.background, s.size))
+        assert (bare[s.background_mask] == np.asarray(s.image)[s.background_mask]).all()
+        seen.add(s.spec.background)
+        if seen == set(V.BACKGROUNDS):
+            break
+    assert seen == set(V.BACKGROUNDS)
+    with pytest.raises(ValueError, match="unknown background"):
+        background_image("striped")

@@ -219,20 +219,30 @@ def _box_down(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(h // f, f, w // f, f, *a.shape[2:]).mean((1, 3))
 
 
+def _supersample(size: int) -> int:
+    """How many times finer than ``size`` a scene is drawn before it is averaged down (anti-aliasing)."""
+    return SUPERSAMPLE if size <= 256 else 2
+
+
+def _pixels(a: np.ndarray, f: int) -> np.ndarray:
+    """A drawing ``f`` times finer than the image, averaged down to 8-bit pixels."""
+    return np.clip(np.rint(_box_down(a, f)), 0, 255).astype(np.uint8)
+
+
 def background_image(background: str, size: int = 64) -> Image.Image:
     """The ``background`` alone, rendered as :func:`render` renders it under a scene's objects: what a
     scene shows where an object is taken away."""
     if background not in V.BACKGROUNDS:
         raise ValueError(f"unknown background {background!r}; choose from {V.BACKGROUNDS}")
-    f = SUPERSAMPLE if size <= 256 else 2
-    return Image.fromarray(np.clip(np.rint(_box_down(_background(background, size * f), f)), 0, 255).astype(np.uint8))
+    f = _supersample(size)
+    return Image.fromarray(_pixels(_background(background, size * f), f))
 
 
 def render(spec: SceneSpec, size: int = 64) -> Scene:
     """Render a scene spec at ``size`` x ``size`` pixels (a multiple of 8) with its ground truth."""
     if size <= 0 or size % 8:
         raise ValueError(f"size must be a positive multiple of 8, got {size}")
-    f = SUPERSAMPLE if size <= 256 else 2
+    f = _supersample(size)
     s = size * f
     img = _background(spec.background, s)
     visible, amodal, tips_px = [], [], []
@@ -252,7 +262,7 @@ def render(spec: SceneSpec, size: int = 64) -> Scene:
         visible.append(m)
         amodal.append(m)
         tips_px.append({k: _place(v[None], obj, size)[0] for k, v in tips.items()})
-    image = np.clip(np.rint(_box_down(img, f)), 0, 255).astype(np.uint8)
+    image = _pixels(img, f)
     covered = np.zeros((size, size), bool)
     objects = []
     for obj, vis, am, tips in zip(spec.objects, visible, amodal, tips_px):
