@@ -457,6 +457,13 @@ def test_zoomed_painting_paints_a_crop_at_the_model_s_size_and_keeps_the_source_
         pbe.paint_by_example_zoomed(p, image, np.zeros((64, 64), bool), ref, 1)
 
 
+def test_zoomed_painting_runs_at_every_architecture_s_size(pipe):
+    size = pbe.model_size(pipe)
+    image, m, ref = scene_inputs(size)
+    out = pbe.paint_by_example_zoomed(pipe, image, m, ref, 1, generator=torch.Generator().manual_seed(0))[0]
+    assert out.size == (size, size) and (np.asarray(out)[~m] == np.asarray(image)[~m]).all()
+
+
 def test_shipped_weights_load_and_run():
     for variant in ("bottleneck", "naive"):
         if not (pbe.TINY / f"{variant}.safetensors").exists():
