@@ -456,8 +456,8 @@ MAX_ZOOM = 4  # a crop is at least a quarter of the image's side: more zoom woul
 
 def zoom_box(mask: np.ndarray, context: float = ZOOM_CONTEXT) -> tuple[int, int, int, int]:
     """The square (x0, y0, x1, y1) that :func:`paint_by_example_zoomed` paints: ``context`` times the longer
-    side of ``mask``'s box (at least a :data:`MAX_ZOOM` th of the image, at most all of it), centred on the box
-    and moved to lie inside the image."""
+    side of ``mask``'s box (at least 1 / :data:`MAX_ZOOM` of the image's side, at most all of it), centred on
+    the box and moved to lie inside the image."""
     if not context >= 1:
         raise ValueError(f"context must be at least 1 (the crop must hold the mask's box), got {context}")
     size = mask.shape[0]
@@ -475,7 +475,7 @@ def paint_by_example_zoomed(pipe, image, mask, reference, num_inference_steps: i
     tools call "only masked"): crop :func:`zoom_box`, enlarge it to the model's size, paint it, shrink the
     result back and put its masked pixels into the image. Outside the mask the source's pixels stay as
     they are. A small mask thereby gets as many latent cells as a large object has: with tiny-sd's
-    16x16 latents a small star or cross otherwise gets about 4x4 of them to be drawn in. A mask whose
+    16x16 latents a small star or cross otherwise gets about 5x5 of them to be drawn in. A mask whose
     crop is the whole image is painted as by :func:`paint_by_example`. ``kwargs`` go to it (``num_images``,
     ``generator``, ``latents``, ``blend_known``, ``progress``); the result is PIL images."""
     if kwargs.get("output", "pil") != "pil":
