@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -103,3 +104,20 @@ def test_drawn_right_counts_the_generations_the_oracle_reads_as_the_prompt(monke
     monkeypatch.setattr(editing, "sample", fake_sample)
     assert editing.drawn_right(None, scene.spec, 20, seed=0, draws=4) == 0.5
     assert asked == [[scene.spec.caption] * 4]
+
+
+@pytest.mark.parametrize("world", ["ground", "hills", "clutter"])
+def test_the_oracle_reads_the_free_content_and_still_the_objects(world):
+    from course_lib.bench.base import held_out_scenes
+    from course_lib.metrics import mask_iou
+    from course_lib.shapes.oracle import read_scenery
+    from course_lib.shapes.world import make_scene
+
+    ious = [mask_iou(read_scenery(s.image, s.background), s.scenery_mask)
+            for s in (make_scene(10_000_000 + i, world=world) for i in range(40))]
+    assert np.median(ious) > 0.9
+    plain = make_scene(10_000_000)
+    assert read_scenery(plain.image, plain.background).mean() < 0.02  # a plain scene has next to none
+    scenes = held_out_scenes(60, world=world)
+    right = [read_image(s.image).find(shape=s.objects[0].shape, color=s.objects[0].color) is not None for s in scenes]
+    assert np.mean(right) >= 0.99  # the named objects are read as in the plain world

@@ -339,3 +339,38 @@ def test_assemble_in_place_without_runs_keeps_the_shipped_parts_and_records(tmp_
     assert records["unet"]["init"]["step"] == shipped_records["unet"]["step"]
     assert records["vae"] == shipped_records["vae"]  # a stage not run here keeps its shipped record
     assert records["unet"]["text"] == shipped_records["unet"]["text"]
+
+
+def test_a_vae_refit_to_a_world_starts_from_the_given_vae_and_keeps_its_world(tmp_path, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    from course_lib.train import vae as vae_mod
+    monkeypatch.setattr(common, "RUNS", tmp_path)
+    shipped = vae_mod.MODELS / "tiny-sd" / "vae"
+    final = vae_mod.train_vae(out=tmp_path / "vae", minutes=None, steps=2, batch=4, n_scenes=12, bf16=False,
+                              world="ground", init_from=shipped, edge_weight=0.5)
+    state = json.loads((tmp_path / "vae" / "ckpt" / "state.json").read_text())
+    assert state["step"] == 2 and state["world"] == "ground" and state["edge_weight"] == 0.5
+    assert (tmp_path / "data" / "scenes_ground_0_12_64.npz").exists()  # the world's own scenes
+    src = AutoencoderKL.from_pretrained(shipped, torch_dtype=torch.float32).state_dict()
+    tuned = AutoencoderKL.from_pretrained(final, torch_dtype=torch.float32).state_dict()
+    # a refit of the shipped VAE: close to it (not a fresh one), and the encoder moved too
+    assert max((src[k].float() - tuned[k]).abs().max().item() for k in src) < 0.05
+    assert any(not torch.equal(src[k].float(), tuned[k]) for k in src if k.startswith("encoder."))
+    with pytest.raises(ValueError, match="--world|world"):
+        vae_mod.train_vae(out=tmp_path / "vae", minutes=None, steps=3, batch=4, n_scenes=12, bf16=False,
+                          world="clutter", init_from=shipped)
+
+
+def test_world_candidates_are_exported_in_fp16_with_their_records(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from course_lib.train.worlds import export
+    runs = tmp_path / "runs"
+    (runs / "unet" / "ckpt").mkdir(parents=True)
+    save_file({"w": torch.ones(2, 2)}, runs / "unet" / "ckpt" / "ema.safetensors")
+    (runs / "unet" / "ckpt" / "state.json").write_text(json.dumps({"step": 7, "world": "hills"}))
+    rec = export("hills", runs, tmp_path)
+    assert rec == {"world": "hills", "unet": {"step": 7, "world": "hills"}}  # no VAE run: none exported
+    assert load_file(tmp_path / "hills-unet.safetensors")["w"].dtype == torch.float16
+    assert not (tmp_path / "hills-vae.safetensors").exists()

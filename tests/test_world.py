@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from course_lib.shapes import vocab as V
-from course_lib.shapes.world import (ObjectSpec, SceneSpec, concept_scene, isolated, make_scene, render_spec,
-                                     sample_scene, single_object)
+from course_lib.shapes.world import (ObjectSpec, SceneSpec, background_image, concept_scene, isolated, make_scene,
+                                     render_spec, sample_scene, single_object)
 
 
 def test_same_seed_same_scene():
@@ -106,3 +107,38 @@ def test_the_background_alone_is_what_a_scene_shows_where_no_object_is():
     assert seen == set(V.BACKGROUNDS)
     with pytest.raises(ValueError, match="unknown background"):
         background_image("striped")
+
+
+@pytest.mark.parametrize("world", ["ground", "hills", "clutter"])
+def test_scenery_is_free_content_the_caption_never_names(world):
+    from course_lib.shapes.scenery import Scenery
+
+    for seed in range(10_000_000, 10_000_012):
+        plain, free = make_scene(seed), make_scene(seed, world=world)
+        assert free.caption == plain.caption  # same objects, same words: the scenery is never named
+        assert free.spec.objects == plain.spec.objects
+        assert isinstance(free.spec.scenery, Scenery) and plain.spec.scenery is None
+        a = np.asarray(free.image).astype(int)
+        assert (a.max(-1) - a.min(-1))[free.scenery_mask].max() == 0  # grey: the oracle's objects are saturated
+        assert not (free.scenery_mask & ~free.background_mask).any()  # objects are drawn over it
+        for o, p in zip(free.objects, plain.objects):
+            assert (o.mask == p.mask).all()
+        # outside the objects and the scenery the picture is the named background itself
+        bg = np.asarray(background_image(free.background, 64)).astype(int)
+        away = free.background_mask & ~ndimage.binary_dilation(free.scenery_mask, iterations=1)
+        assert (np.abs(a - bg)[away].max(-1) <= 1).mean() > 0.99  # (slivers under half a pixel are not in the mask)
+    shares = [make_scene(s, world=world).scenery_mask.mean() for s in range(10_000_000, 10_000_030)]
+    assert np.mean(shares) > 0.05  # a part of the picture no word decides (a plain scene: none)
+    assert make_scene(10_000_001, world=world).image.tobytes() == make_scene(10_000_001, world=world).image.tobytes()
+
+
+def test_a_plain_world_renders_as_before_and_unknown_worlds_are_refused():
+    from course_lib.shapes.scenery import sample_scenery
+
+    s = make_scene(10_000_003)
+    assert s.spec.scenery is None and not s.scenery_mask.any()
+    assert make_scene(10_000_003, world="plain").image.tobytes() == s.image.tobytes()
+    with pytest.raises(ValueError, match="unknown scenery 'forest'"):
+        make_scene(1, world="forest")
+    with pytest.raises(ValueError, match="unknown background"):
+        sample_scenery(0, "ground", "sky")

@@ -260,3 +260,21 @@ def judge(image, shape: str, color: str, background: str | None = None) -> bool:
     r = read_image(image)
     ok = r.find(shape=shape, color=color) is not None
     return ok and (background is None or r.background == background)
+
+
+# ----------------------------------------------------------------------------- scenery
+SCENERY_TOL = 30.0  # grey levels: every scenery element differs from what it lies on by 40 or more
+
+
+def read_scenery(image, background: str) -> np.ndarray:
+    """The unnamed free content of an image (:mod:`course_lib.shapes.scenery`): pixels that are grey
+    (not an object's saturated colour) and more than ``SCENERY_TOL`` grey levels away from the named
+    ``background`` at that place. Bool HxW. On a plain scene it is (nearly) empty; comparing it
+    between a source and an edit tells whether the ground, hills, clouds and pebbles stayed put."""
+    from .world import background_image
+
+    a = _to_array(image)
+    _, s, v = _hsv(a)
+    grey = ~((s >= SAT_MIN) & (v >= VAL_MIN))
+    ref = np.asarray(background_image(background, a.shape[0]), dtype=np.float32).mean(-1) / 255.0
+    return grey & (np.abs(a.mean(-1) - ref) * 255.0 > SCENERY_TOL)

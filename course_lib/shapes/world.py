@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import vocab as V
+from .scenery import WORLDS, Scenery, draw_scenery, sample_scenery
 
 SUPERSAMPLE = 4
 
@@ -67,6 +68,7 @@ class SceneSpec:
     background: str = "white"
     relation: str | None = None  # for two objects: how objects[0] relates to objects[1]
     position: str = "center"  # for one object: the position word used in the caption
+    scenery: "Scenery | None" = None  # unnamed free content drawn under the objects (never in the caption)
 
     def __post_init__(self):
         if self.background not in V.BACKGROUNDS:
@@ -121,6 +123,7 @@ class Scene:
     objects: list[ObjectTruth]
     background: str
     background_mask: np.ndarray  # bool HxW: pixels no object covers
+    scenery_mask: np.ndarray | None = None  # bool HxW: visible pixels of the unnamed scenery (free content)
 
     @property
     def caption(self) -> str:
@@ -244,7 +247,7 @@ def render(spec: SceneSpec, size: int = 64) -> Scene:
         raise ValueError(f"size must be a positive multiple of 8, got {size}")
     f = _supersample(size)
     s = size * f
-    img = _background(spec.background, s)
+    img, scenery_cover = draw_scenery(_background(spec.background, s), spec.scenery)
     visible, amodal, tips_px = [], [], []
     for obj in spec.objects:
         poly, tips = shape_outline(obj.shape)
@@ -276,8 +279,9 @@ def render(spec: SceneSpec, size: int = 64) -> Scene:
             shape=obj.shape, color=obj.color, size=obj.size, aspect=obj.aspect, pattern=obj.pattern,
             rotation=obj.rotation, center=(obj.center[0] * size, obj.center[1] * size), mask=vm,
             amodal_mask=_box_down(am, f) >= 0.5, bbox=bbox, keypoints=kp))
+    scenery_mask = (_box_down(scenery_cover, f) >= 0.5) & ~covered
     return Scene(spec=spec, image=Image.fromarray(image), objects=objects,
-                 background=spec.background, background_mask=~covered)
+                 background=spec.background, background_mask=~covered, scenery_mask=scenery_mask)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -372,12 +376,25 @@ def draw_order(spec: SceneSpec) -> SceneSpec:
     return spec
 
 
-def make_scene(seed: int, size: int = 64, **kwargs) -> Scene:
-    """Sample and render one scene. ``kwargs`` go to :func:`sample_scene` (e.g. ``n_objects=1``).
+SCENERY_STREAM = 7919  # the scenery of scene ``seed`` draws from the generator seeded [seed, SCENERY_STREAM]
+
+
+def with_scenery(spec: SceneSpec, seed: int, world: str = "plain") -> SceneSpec:
+    """``spec`` with the free content of ``world`` (see :mod:`course_lib.shapes.scenery`) drawn for
+    scene ``seed``. The scenery has its own random stream, so the objects and the caption of a scene
+    are the same in every world."""
+    return replace(spec, scenery=sample_scenery(np.random.default_rng([seed, SCENERY_STREAM]), world, spec.background))
+
+
+def make_scene(seed: int, size: int = 64, world: str = "plain", **kwargs) -> Scene:
+    """Sample and render one scene. ``kwargs`` go to :func:`sample_scene` (e.g. ``n_objects=1``);
+    ``world`` adds unnamed free content (``"plain"``: none; see :data:`WORLDS`).
 
     The returned scene's objects are listed in caption order.
     """
     spec = sample_scene(np.random.default_rng(seed), **kwargs)
+    if world != "plain":
+        spec = with_scenery(spec, seed, world)
     return render_spec(spec, size)
 
 

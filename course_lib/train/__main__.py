@@ -36,7 +36,8 @@ def main(argv=None):
                    help="vae, vae-decoder, unet: switch to 2 threads once this file exists (e.g. when a parallel stage ends)")
     p.add_argument("--no-bf16", action="store_true")
     p.add_argument("--init-from", type=Path, default=None,
-                   help="unet: start from these UNet weights when runs/unet has no checkpoint "
+                   help="vae: refit this VAE (a folder, e.g. data/models/tiny-sd/vae) instead of training afresh; "
+                        "unet: start from these UNet weights when runs/unet has no checkpoint "
                         "(e.g. data/models/tiny-sd/unet on a machine without the training runs); "
                         "pbe: start from these trained parts (a <variant>.safetensors) when runs/pbe-<variant> has no checkpoint")
     p.add_argument("--oversample", default=None, metavar="SHAPE:FACTOR,...",
@@ -47,6 +48,9 @@ def main(argv=None):
                         "in runs/unet-text (starts from runs/unet's EMA weights when they exist)")
     p.add_argument("--text-lr-scale", type=float, default=0.5,
                    help="unet --train-text: the text encoder's learning rate as a multiple of --lr")
+    p.add_argument("--world", default="plain", choices=["plain", "ground", "hills", "clutter"],
+                   help="vae, unet: the scenes' unnamed free content (course_lib.shapes.scenery; plain: none)")
+    p.add_argument("--edge-weight", type=float, default=0.0, help="vae: weight of the edge loss (sharp outlines)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="lora", help="concept: lora | textual_inversion; pbe: bottleneck | naive")
     p.add_argument("--unet-parts", default="all", choices=["all", "attention"],
@@ -61,7 +65,8 @@ def main(argv=None):
                         "runs/pbe-tower/tower.safetensors) instead of tiny-clip's")
     p.add_argument("--cover-masks", action="store_true",
                    help="pbe: Bezier masks that bulge outward and always hide the whole object box")
-    p.add_argument("--scenes", type=int, default=None, help="pbe: rendered training scenes (default 6000); "
+    p.add_argument("--scenes", type=int, default=None, help="vae, unet: training scenes (default 40000); "
+                        "pbe: rendered training scenes (default 6000); "
                         "pbe-tower: scenes whose objects are cropped (default 20000)")
     p.add_argument("--out", type=Path, default=None, help="pbe: folder for the trained weights (default data/models/pbe-tiny); "
                         "pbe-tower: folder for the tower and its checkpoint (default runs/pbe-tower)")
@@ -101,7 +106,8 @@ def main(argv=None):
             print("tiny-clip vision tower ->", refine_vision(**kw))
         elif stage == "vae":
             from .vae import train_vae
-            print("vae ->", train_vae(bf16=not a.no_bf16, on_step=on_step, **kw))
+            print("vae ->", train_vae(bf16=not a.no_bf16, on_step=on_step, world=a.world, init_from=a.init_from,
+                                      edge_weight=a.edge_weight, **({"n_scenes": a.scenes} if a.scenes else {}), **kw))
         elif stage == "vae-decoder":
             from .vae import train_decoder
             print("vae decoder ->", train_decoder(bf16=not a.no_bf16, on_step=on_step, **kw))
@@ -109,7 +115,7 @@ def main(argv=None):
             from .unet import train_unet
             print("unet ->", train_unet(bf16=not a.no_bf16, init_from=a.init_from, train_text=a.train_text,
                                       text_lr_scale=a.text_lr_scale, oversample=over, on_step=on_step,
-                                      **kw))
+                                      world=a.world, **({"n_scenes": a.scenes} if a.scenes else {}), **kw))
         elif stage == "assemble":
             from .assemble import assemble
             print("models ->", assemble())

@@ -54,24 +54,29 @@ HELD_OUT_SEED_OFFSET = 10_000_000  # evaluation scenes use seeds from here on; t
 
 
 def _render_range(args):
-    start, n, size = args
+    start, n, size, world = args
     imgs = np.empty((n, size, size, 3), np.uint8)
     caps = []
     for i in range(n):
-        s = make_scene(start + i, size)
+        s = make_scene(start + i, size, world=world)
         imgs[i] = np.asarray(s.image)
         caps.append(s.caption)
     return imgs, caps
 
 
-def scene_dataset(n: int, seed_offset: int = 0, size: int = 64, workers: int = 2,
-                  cache: bool = True) -> tuple[np.ndarray, list[str]]:
-    """``n`` rendered training scenes (uint8 N x H x W x 3) and captions; cached under runs/data."""
-    path = RUNS / "data" / f"scenes_{seed_offset}_{n}_{size}.npz"
+def scene_dataset(n: int, seed_offset: int = 0, size: int = 64, workers: int | None = None,
+                  cache: bool = True, world: str = "plain") -> tuple[np.ndarray, list[str]]:
+    """``n`` rendered training scenes (uint8 N x H x W x 3) and captions; cached under runs/data.
+    ``world``: the free content drawn under the objects (:data:`course_lib.shapes.scenery.WORLDS`);
+    the captions are the same in every world. ``workers``: rendering processes (default: one per CPU
+    core, at most 8)."""
+    name = f"scenes_{seed_offset}_{n}_{size}.npz" if world == "plain" else f"scenes_{world}_{seed_offset}_{n}_{size}.npz"
+    path = RUNS / "data" / name
     if cache and path.exists():
         d = np.load(path)
         return d["images"], [str(c) for c in d["captions"]]
-    chunks = [(seed_offset + i, min(2000, n - i), size) for i in range(0, n, 2000)]
+    workers = workers or min(8, os.cpu_count() or 1)
+    chunks = [(seed_offset + i, min(2000, n - i), size, world) for i in range(0, n, 2000)]
     if workers > 1:
         with Pool(workers) as pool:
             parts = pool.map(_render_range, chunks)
@@ -123,6 +128,8 @@ class Budget:
 
 
 class EMA:
+    """An exponential moving average of a model's weights (fp32), kept on the model's device."""
+
     def __init__(self, model: torch.nn.Module, decay: float = 0.999):
         self.decay = decay
         self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
@@ -130,10 +137,16 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int):
         d = min(self.decay, (1 + step) / (10 + step))
-        for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
-                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
-            else:
+        state = model.state_dict()
+        dev = next(iter(state.values())).device
+        if next(iter(self.shadow.values())).device != dev:  # the model moved (e.g. to a GPU)
+            self.shadow = {k: v.to(dev) for k, v in self.shadow.items()}
+        keys = [k for k, v in state.items() if v.dtype.is_floating_point]
+        shadow = [self.shadow[k] for k in keys]
+        torch._foreach_mul_(shadow, d)
+        torch._foreach_add_(shadow, [state[k].detach().float() for k in keys], alpha=1 - d)
+        for k, v in state.items():
+            if not v.dtype.is_floating_point:
                 self.shadow[k].copy_(v)
 
     def copy_to(self, model: torch.nn.Module):
@@ -146,15 +159,15 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "tmp"
     tmp.mkdir(exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
     opt = {}
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for i, p in enumerate(params):
         for k, v in optimizer.state.get(p, {}).items():
             opt[f"{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    save_file({k: v.contiguous() for k, v in opt.items()}, tmp / "optimizer.safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in opt.items()}, tmp / "optimizer.safetensors")
     if ema is not None:
-        save_file({k: v.contiguous() for k, v in ema.shadow.items()}, tmp / "ema.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in ema.shadow.items()}, tmp / "ema.safetensors")
     (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=1))
     for f in tmp.iterdir():
         os.replace(f, folder / f.name)

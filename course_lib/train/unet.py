@@ -48,9 +48,10 @@ def noise_scheduler_config() -> dict:
 
 @torch.no_grad()
 def encode_dataset(vae: AutoencoderKL, images, batch: int = 200) -> torch.Tensor:
+    """Posterior means of ``images`` (on the VAE's device; returned on the CPU)."""
     out = []
     for i in tqdm(range(0, len(images), batch), desc="encode latents"):
-        out.append(vae.encode(to_tensor(images[i:i + batch])).latent_dist.mean)
+        out.append(vae.encode(to_tensor(images[i:i + batch]).to(vae.device)).latent_dist.mean.cpu())
     return torch.cat(out)
 
 
@@ -94,19 +95,20 @@ def text_fingerprint(text_encoder: CLIPTextModel) -> torch.Tensor:
     return torch.stack([p.detach().float().abs().sum() for p in text_encoder.parameters()]).double().sum().reshape(1)
 
 
-def prepare_cache(clip_dir: Path, vae_dir: Path, n_scenes: int, cache: Path) -> dict:
-    """Latents of every scene and hidden states of every distinct caption, computed once. When the
-    text encoder has changed since the cache was written (e.g. after ``clip-text``), only the
-    captions are encoded again."""
+def prepare_cache(clip_dir: Path, vae_dir: Path, n_scenes: int, cache: Path, world: str = "plain",
+                  device: str | torch.device = "cpu") -> dict:
+    """Latents of every scene and hidden states of every distinct caption, computed once (the VAE runs
+    on ``device``). When the text encoder has changed since the cache was written (e.g. after
+    ``clip-text``), only the captions are encoded again."""
     text = CLIPTextModel.from_pretrained(clip_dir, torch_dtype=torch.float32).eval()
     fp = text_fingerprint(text)
     d = load_file(cache) if cache.exists() else {}
     if d and "text_fingerprint" in d and torch.allclose(d["text_fingerprint"], fp, rtol=1e-9):
         return d
     tok = CLIPTokenizer.from_pretrained(clip_dir)
-    images, captions = scene_dataset(n_scenes)
+    images, captions = scene_dataset(n_scenes, world=world)
     if "latents" not in d:
-        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+        vae = AutoencoderKL.from_pretrained(vae_dir).to(device).eval()
         lat = encode_dataset(vae, images)
         d = {"latents": lat.half().contiguous(), "scaling": 1.0 / lat.std()}
     else:
@@ -166,8 +168,10 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
                lr: float = 5e-4, n_scenes: int = 40000, seed: int = 0, bf16: bool = True,
                cond_dropout: float = 0.1, snr_gamma: float = 5.0, init_from: Path | None = None,
                train_text: bool = False, text_lr_scale: float = 0.5,
-               oversample: dict[str, float] | None = None, on_step=None) -> Path:
-    """``oversample``: shape word -> how many times as often scenes whose caption names that shape
+               oversample: dict[str, float] | None = None, on_step=None, world: str = "plain") -> Path:
+    """``world``: the scenes' free content (:data:`course_lib.shapes.scenery.WORLDS`); the latents come
+    from runs/vae/final when that run exists (a VAE refit to the world), else the shipped VAE.
+    ``oversample``: shape word -> how many times as often scenes whose caption names that shape
     are drawn (e.g. ``{"hexagon": 2}`` when hexagons are the shape the model gets wrong most often);
     a scene naming several takes the largest. None draws every scene equally often."""
     if oversample:
@@ -180,15 +184,15 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     vae_dir = RUNS / "vae" / "final" if (RUNS / "vae" / "final").exists() else MODELS / "tiny-sd" / "vae"
     cache_dir = RUNS / "unet" if train_text else out
     cache_dir.mkdir(parents=True, exist_ok=True)
-    d = prepare_cache(clip_dir, vae_dir, n_scenes, cache_dir / "cache.safetensors")
+    d = prepare_cache(clip_dir, vae_dir, n_scenes, cache_dir / "cache.safetensors", world, acc.device)
     latents = d["latents"].float() * d["scaling"]
     embs, index, null = d["embeddings"], d["index"], int(d["null"])
-    draw = scene_weights(scene_dataset(n_scenes)[1], oversample) if oversample else None
+    draw = scene_weights(scene_dataset(n_scenes, world=world)[1], oversample) if oversample else None
     unet = UNet2DConditionModel(**unet_config())
     text = ids = None
     if train_text:  # the caption ids in the cache's order (sorted distinct captions and "")
         tok = CLIPTokenizer.from_pretrained(clip_dir)
-        uniq = sorted(set(scene_dataset(n_scenes)[1]) | {""})
+        uniq = sorted(set(scene_dataset(n_scenes, world=world)[1]) | {""})
         ids = tok(uniq, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids
         text = CLIPTextModel.from_pretrained(clip_dir, torch_dtype=torch.float32)
@@ -200,9 +204,10 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.01)
     ema = EMA(model, decay=0.999)
     state = load_checkpoint(out / "ckpt", model, opt, ema)
-    if state:  # the card reports one oversampling for the run
-        refuse_other_settings(out / "ckpt", {"oversample": oversample_setting(state.get("oversample"))},
-                              {"oversample": oversample_setting(oversample)})
+    if state:  # the card reports one oversampling and one world for the run
+        refuse_other_settings(out / "ckpt", {"oversample": oversample_setting(state.get("oversample")),
+                                             "world": f"--world {state.get('world') or 'plain'}"},
+                              {"oversample": oversample_setting(oversample), "world": f"--world {world}"})
     else:
         start = init_from
         if start is None and train_text and (RUNS / "unet" / "ckpt" / "ema.safetensors").exists():
@@ -262,5 +267,5 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
                 "train_text": train_text, "text_lr_scale": text_lr_scale if train_text else None,
                 "seconds_total": prev_seconds + time.time() - t0, "threads": torch.get_num_threads(),
                 "text": None if train_text else text_record(), "init": state.get("init"),
-                "oversample": oversample or None})
+                "oversample": oversample or None, "world": world, "vae": str(vae_dir)})
     return out / "ckpt"

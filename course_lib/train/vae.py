@@ -17,8 +17,8 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from .common import (HELD_OUT_SEED_OFFSET, MODELS, RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint,
-                     scene_dataset, to_tensor)
+from .common import (HELD_OUT_SEED_OFFSET, MODELS, RUNS, Budget, autocast, cosine_lr, load_checkpoint,
+                     refuse_other_settings, save_checkpoint, scene_dataset, to_tensor)
 
 
 def vae_config() -> dict:
@@ -35,15 +35,27 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def train_vae(out: Path | None = None, minutes: float = 30, steps: int = 6000, batch: int = 32,
               lr: float = 1e-3, kl_weight: float = 1e-6, crop: int = 32, full_after: float = 0.7,
-              n_scenes: int = 40000, seed: int = 0, bf16: bool = True, on_step=None) -> Path:
+              n_scenes: int = 40000, seed: int = 0, bf16: bool = True, on_step=None, world: str = "plain",
+              init_from: Path | None = None, edge_weight: float = 0.0) -> Path:
+    """Train the VAE on ``world``'s scenes. ``init_from`` (a VAE folder, e.g. the shipped
+    ``data/models/tiny-sd/vae``): refit that VAE instead of starting afresh, on whole scenes from the
+    first step (a refit to a world with new content). ``edge_weight``: weight of :func:`edge_loss`."""
     out = Path(out or RUNS / "vae")
     torch.manual_seed(seed)
     acc = Accelerator()
-    vae = AutoencoderKL(**vae_config())
+    vae = (AutoencoderKL.from_pretrained(init_from, torch_dtype=torch.float32) if init_from
+           else AutoencoderKL(**vae_config()))
+    if init_from:
+        full_after = 0.0
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
     state = load_checkpoint(out / "ckpt", vae, opt)
-    step = state.get("step", 0)
-    images, _ = scene_dataset(n_scenes)
+    run = {"world": world, "init_from": str(init_from) if init_from else None, "edge_weight": edge_weight,
+           "lr": lr, "batch": batch, "steps": steps}
+    if state:
+        refuse_other_settings(out / "ckpt", {k: str(state.get(k)) for k in ("world", "init_from")},
+                              {k: str(run[k]) for k in ("world", "init_from")})
+    step, seconds = state.get("step", 0), state.get("seconds_total", 0.0)
+    images, _ = scene_dataset(n_scenes, world=world)
     vae, opt = acc.prepare(vae, opt)
     g = torch.Generator().manual_seed(seed + step)
     budget, t0 = Budget(minutes), time.time()
@@ -62,6 +74,8 @@ def train_vae(out: Path | None = None, minutes: float = 30, steps: int = 6000, b
             post = acc.unwrap_model(vae).encode(x).latent_dist
             rec = acc.unwrap_model(vae).decode(post.sample()).sample.float()
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl_weight * post.kl().float().mean()
+        if edge_weight:
+            loss = loss + edge_weight * edge_loss(rec, x)
         acc.backward(loss)
         acc.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
@@ -73,8 +87,10 @@ def train_vae(out: Path | None = None, minutes: float = 30, steps: int = 6000, b
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(rec.detach(), x).mean().item():.1f}")
         if step % 250 == 0:
-            save_checkpoint(out / "ckpt", acc.unwrap_model(vae), opt, step)
-    save_checkpoint(out / "ckpt", acc.unwrap_model(vae), opt, step, extra={"seconds_this_run": time.time() - t0})
+            save_checkpoint(out / "ckpt", acc.unwrap_model(vae), opt, step,
+                            extra={**run, "seconds_total": seconds + time.time() - t0})
+    save_checkpoint(out / "ckpt", acc.unwrap_model(vae), opt, step,
+                    extra={**run, "seconds_total": seconds + time.time() - t0, "seconds_this_run": time.time() - t0})
     final = acc.unwrap_model(vae)
     final.save_pretrained(out / "final")
     return out / "final"
@@ -184,10 +200,11 @@ def vae_oracle_accuracy(vae: AutoencoderKL, n: int = 120) -> dict:
 
 
 @torch.no_grad()
-def vae_quality(vae: AutoencoderKL, n: int = 200, seed_offset: int = HELD_OUT_SEED_OFFSET) -> dict:
+def vae_quality(vae: AutoencoderKL, n: int = 200, seed_offset: int = HELD_OUT_SEED_OFFSET,
+                world: str = "plain") -> dict:
     """Reconstruction PSNR (dB) and per-channel mean absolute error (0-255) on held-out scenes."""
-    images, _ = scene_dataset(n, seed_offset=seed_offset, cache=False, workers=1)
-    x = to_tensor(images)
+    images, _ = scene_dataset(n, seed_offset=seed_offset, cache=False, workers=1, world=world)
+    x = to_tensor(images).to(vae.device, vae.dtype)
     rec = round_trip(vae, x, chunk=50)
     err = ((rec - x).abs() * 127.5).mean((0, 2, 3))
     return {"psnr": psnr(rec, x).mean().item(), "channel_mae": err.tolist()}
