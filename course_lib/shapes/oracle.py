@@ -21,6 +21,9 @@ How it decides, in order (every later quality figure of the course rests on this
    pixels inside it (stripes about 50%, dots about 15%).
 5. **Background** from the pixels at least two pixels away from any object: a strong vertical trend
    is ``gradient``, a large residual spread is ``checkered``, else ``white`` or ``gray`` by brightness.
+   Where unnamed scenery (:mod:`course_lib.shapes.scenery`) covers much of the picture -- no named
+   background explains ``BACKGROUND_FIT`` of those pixels within ``SCENERY_TOL`` grey levels -- the
+   background is the one that explains most of them (the sky between the clouds, the gaps in the clutter).
 """
 from __future__ import annotations
 
@@ -168,7 +171,37 @@ def match_shape(mask: np.ndarray) -> tuple[str, float, dict[str, float]]:
 
 
 # ----------------------------------------------------------------------------- the oracle
+BACKGROUND_FIT = 0.85  # share of the background pixels the named background must explain to be read plainly
+
+
+def _background_fits(a: np.ndarray, bgmask: np.ndarray) -> dict[str, float]:
+    """For each named background, the share of the pixels in ``bgmask`` within ``SCENERY_TOL`` grey
+    levels of that background drawn alone at that place."""
+    from .world import background_image
+
+    gray = a.mean(-1) * 255.0
+    fits = {}
+    for b in V.BACKGROUNDS:
+        ref = np.asarray(background_image(b, a.shape[0]), dtype=np.float32).mean(-1)
+        fits[b] = float((np.abs(gray - ref) <= SCENERY_TOL)[bgmask].mean()) if bgmask.any() else 0.0
+    return fits
+
+
 def _background(a: np.ndarray, bgmask: np.ndarray) -> str:
+    plain = _plain_background(a, bgmask)
+    if a.shape[0] != a.shape[1] or bgmask.sum() < 0.1 * bgmask.size:
+        return plain
+    if _background_fits(a, bgmask)[plain] >= BACKGROUND_FIT:
+        return plain
+    # much of the picture is unnamed scenery. Ground and hills lie low, so the named background is
+    # what shows in the top third (the sky); clutter leaves gaps everywhere.
+    top = bgmask.copy()
+    top[a.shape[0] // 3:] = False
+    fits = _background_fits(a, top if top.sum() >= 0.05 * bgmask.size else bgmask)
+    return max(fits, key=fits.get)
+
+
+def _plain_background(a: np.ndarray, bgmask: np.ndarray) -> str:
     gray = a.mean(-1)
     if bgmask.sum() < 0.1 * bgmask.size:
         bgmask = np.ones_like(bgmask)
