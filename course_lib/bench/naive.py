@@ -140,3 +140,63 @@ def naive_suite(smoke: bool | None = None) -> list[Row]:
         Row("naive", "P2P: target read right by the oracle, naive / P2P", s["method_right"], "", None, True,
             f"naive {s['naive_right']:.0%}, P2P {s['method_right']:.0%}; source right {s['source_right']:.0%}"),
     ]
+
+
+def spike_table(results: dict[str, list[dict]]) -> str:
+    """One line per model and case group (all, colour, shape, one object, two objects): medians of the
+    naive edit and of P2P, the shares of cases that meet the bars, and the oracle's reading."""
+    def line(name, group, rs):
+        s = summary(rs)
+        return (f"{name:<9} {group:<7} {s['n']:>3} | {s['psnr_naive']:6.1f} dB {s['iou_naive']:5.2f} | "
+                f"{s['psnr_method']:6.1f} dB {s['iou_method']:5.2f} | {s['naive_fails']:5.0%} {s['method_keeps']:5.0%} "
+                f"{np.mean([((r['psnr_naive'] <= NAIVE_BAR) or (r['iou_naive'] <= NAIVE_IOU_BAR)) and ((r['psnr_method'] >= METHOD_BAR) or (r['iou_method'] >= METHOD_IOU_BAR)) for r in rs]):5.0%} | "
+                f"{s['source_right']:5.0%} {s['naive_right']:5.0%} {s['method_right']:5.0%}")
+    head = ("model     cases     n | naive: PSNR, IoU  | P2P: PSNR, IoU    | naive fails, P2P keeps, both | "
+            "oracle right: source, naive, P2P")
+    out = [head]
+    for name, rs in results.items():
+        groups = {"all": rs, "colour": [r for r in rs if r["kind"] == "colour"],
+                  "shape": [r for r in rs if r["kind"] == "shape"],
+                  "1 obj": [r for r in rs if r.get("objects", 1) == 1], "2 obj": [r for r in rs if r.get("objects", 1) == 2]}
+        out += [line(name, g, v) for g, v in groups.items() if v]
+    return "\n".join(out)
+
+
+def main(argv=None):
+    """``python -m course_lib.bench.naive [--candidates DIR] [--worlds ...]``: the naive edit against P2P
+    on the shipped tiny-sd and on world candidates (``python -m course_lib.train.worlds`` wrote them to
+    DIR); prints the table and writes a grid (source | naive | P2P) per model."""
+    import argparse
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ..models import load_pipeline
+    from ..train.worlds import candidate_pipeline
+
+    p = argparse.ArgumentParser(prog="python -m course_lib.bench.naive")
+    p.add_argument("--candidates", type=Path, default=None)
+    p.add_argument("--worlds", nargs="*", default=["ground", "hills", "clutter"])
+    p.add_argument("--cases", type=int, default=40)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--grid", type=Path, default=Path("runs/naive"), help="folder for the grids")
+    a = p.parse_args(argv)
+    models = {"shipped": None, **({w: w for w in a.worlds} if a.candidates else {})}
+    cases = swap_cases(a.cases)
+    results = {}
+    a.grid.mkdir(parents=True, exist_ok=True)
+    for name, world in models.items():
+        pipe = load_pipeline("tiny-sd") if world is None else candidate_pipeline(a.candidates, world)
+        records, images = p2p_against_naive(pipe, cases, steps=a.steps)
+        for r, (src, _, _) in zip(records, cases):
+            r["objects"] = len(src.objects)
+        results[name] = records
+        rows = [np.concatenate([np.asarray(im.resize((128, 128), Image.NEAREST)) for im in trio], 1)
+                for trio in images[:12]]
+        Image.fromarray(np.concatenate(rows, 0)).save(a.grid / f"naive-{name}.png")
+        print(spike_table({name: records}).splitlines()[1], flush=True)
+    print(spike_table(results))
+
+
+if __name__ == "__main__":
+    main()
