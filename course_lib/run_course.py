@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,27 @@ def execute(path: Path, out: Path, smoke: bool, timeout: int = 3600) -> tuple[fl
     return dt, status
 
 
+def output_noise(nb) -> list[str]:
+    """What a learner should not see in an executed notebook: text on stderr (library warnings,
+    kernel messages) and tqdm progress bars left in the page as widgets. One line per output."""
+    found = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out.get("text", "")
+                text = text if isinstance(text, str) else "".join(text)
+                found.append(f"cell {i}: stderr: {' '.join(text.split())[:200]}")
+            data = out.get("data", {})
+            plain = data.get("text/plain", "")
+            plain = plain if isinstance(plain, str) else "".join(plain)
+            if "application/vnd.jupyter.widget-view+json" in data and _TQDM.search(plain):
+                found.append(f"cell {i}: a progress bar: {plain[:100]}")
+    return found
+
+
+_TQDM = re.compile(r"\|\s*\d+/\d+ \[")
+
+
 def run(paths: list[Path], out: Path, smoke: bool = True, timeout: int = 3600) -> int:
     from . import prose_numbers
     from .site import build_site
@@ -84,6 +106,14 @@ def run(paths: list[Path], out: Path, smoke: bool = True, timeout: int = 3600) -
         for msg in problems:
             print(f"equation problem in {name}: {msg}")
     executed = sorted(out.glob("[0-9]*.ipynb"))
+    import nbformat
+    noisy = {p.name: output_noise(nbformat.read(p, as_version=4)) for p in executed}
+    noisy = {k: v for k, v in noisy.items() if v}
+    if noisy:
+        print("\nlibrary or kernel messages in the outputs (a learner should not see them):")
+        for name, lines in noisy.items():
+            print(f"{name}:")
+            print("\n".join(f"  {ln}" for ln in lines))
     text = prose_numbers.report(executed)
     (out / "prose_numbers.txt").write_text(text + "\n")
     print("\nnumbers in the prose that no output or code of the notebook shows:")
