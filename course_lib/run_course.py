@@ -132,6 +132,11 @@ def main(argv=None) -> int:
     g.add_argument("--smoke", action="store_true", help="the CI setting (the default)")
     p.add_argument("--timeout", type=int, default=3600, help="seconds one cell may take")
     a = p.parse_args(argv)
+    if not a.notebooks:  # the whole course: drop pages of lessons that no longer exist
+        names = {p.stem for p in course_notebooks()}
+        for old in [*a.out.glob("[0-9]*.ipynb"), *a.out.glob("[0-9]*.html")]:
+            if old.stem not in names:
+                old.unlink()
     return run([p.resolve() for p in a.notebooks] or course_notebooks(), a.out, smoke=not a.full,
                timeout=a.timeout)
 
