@@ -183,6 +183,18 @@ def test_loading_the_models_prints_nothing():
     assert r.stderr.strip() == "" and r.stdout.strip() == ""
 
 
+def test_the_library_message_filter_is_narrow():
+    """Only transformers' torchvision-fallback message is dropped; its other messages pass."""
+    import logging
+
+    logger = logging.getLogger("transformers.utils.import_utils")
+    def record(msg):
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 0, msg, None, None)
+    assert not logger.filter(record("`CLIPImageProcessor` requires torchvision (not installed); falling back to `CLIPImageProcessorPil`"))
+    assert logger.filter(record("`CLIPImageProcessor` is deprecated"))
+    assert logger.filter(record("torchvision is required for video processing"))
+
+
 def test_numbers_in_the_prose_of_the_executed_lessons(site):
     """Strict for the lessons built here (01 and the fixture); `make course` reports every lesson."""
     out, _ = site
