@@ -28,6 +28,23 @@ def course_notebooks(folder: Path = ROOT / "notebooks") -> list[Path]:
     return sorted(p for p in folder.glob("[0-9]*.ipynb"))
 
 
+def read_notebook(path: Path):
+    """The notebook, with an id added to any cell that has none (nbformat 4.5 wants one per cell;
+    a cell without one would make nbformat warn on the console of every run)."""
+    import warnings
+
+    import nbformat
+    from nbformat.warnings import MissingIDFieldWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingIDFieldWarning)
+        nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if "id" not in cell:
+            cell["id"] = nbformat.v4.new_markdown_cell().id
+    return nb
+
+
 def execute(path: Path, out: Path, smoke: bool, timeout: int = 3600) -> tuple[float, str]:
     """Execute one notebook in a fresh kernel (its folder as working directory) and write the
     executed copy to ``out`` with ``metadata.course = {seconds, status, setting}``."""
@@ -35,7 +52,7 @@ def execute(path: Path, out: Path, smoke: bool, timeout: int = 3600) -> tuple[fl
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
 
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     env_before = {k: os.environ.get(k) for k in ("COURSE_SMOKE", "PYTHONPATH")}
     # the kernel inherits the environment: the setting, and this checkout's course_lib first on the
     # path (another clone may be the one installed with `pip install -e`)
