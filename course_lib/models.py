@@ -6,6 +6,7 @@ says what to do, instead of hanging on a network that is not there.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -64,8 +65,33 @@ def _not_available(model: str, cause: Exception | None = None) -> ModelNotAvaila
         + (f"\n  Cause: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}" if cause else ""))
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """diffusers' and transformers' loading progress bars off ("Loading pipeline components...",
+    "Loading weights"): loading the small models takes a second, and in a notebook each bar is a
+    widget that would stay in the page. Restores the libraries' settings afterwards."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    before = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before[0]:
+            dlog.enable_progress_bar()
+        if before[1]:
+            tlog.enable_progress_bar()
+
+
 def from_pretrained(cls, model: str, **kwargs):
     """``cls.from_pretrained`` that is offline-first and fails at once with :class:`ModelNotAvailable`."""
+    with quiet_loading():
+        return _from_pretrained(cls, model, **kwargs)
+
+
+def _from_pretrained(cls, model: str, **kwargs):
     path, local = resolve(model)
     if local:
         return cls.from_pretrained(path, **kwargs)
