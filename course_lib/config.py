@@ -44,8 +44,36 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
         raise ValueError(f"unknown dtype {name!r}; use one of {sorted(_DTYPES)}") from None
 
 
-def _truthy(v: str | None) -> bool:
-    return (v or "").strip().lower() in ("1", "true", "yes", "on")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def _truthy(v: str | None, name: str = "value") -> bool:
+    """An on/off environment variable; anything else is refused (``maybe`` is neither)."""
+    w = (v or "").strip().lower()
+    if w not in _TRUE + _FALSE:
+        raise ValueError(f"{name}={v!r} is neither on nor off: set it to 1 (on) or 0 (off)")
+    return w in _TRUE
+
+
+def _seed(v: str | None) -> int:
+    try:
+        return int((v or "0").strip())
+    except ValueError:
+        raise ValueError(f"COURSE_SEED={v!r} is not a whole number: set it to a seed such as 0 or 1234") from None
+
+
+def _device(v: str | None) -> str:
+    """``cuda``, ``cuda:N``, ``mps`` or ``cpu``; a device this machine lacks is refused with what it has."""
+    if not v:
+        return best_device()
+    d = v.strip().lower()
+    kind = d.split(":")[0]
+    if kind not in ("cuda", "mps", "cpu") or (kind != "cuda" and ":" in d):
+        raise ValueError(f"COURSE_DEVICE={v!r}: the course runs on cuda (or cuda:N), mps or cpu")
+    if kind == "cuda" and not torch.cuda.is_available() or kind == "mps" and best_device() != "mps":
+        raise ValueError(f"COURSE_DEVICE={v!r}, but this machine has no {kind} device: "
+                         f"unset it to use the best one here ({best_device()})")
+    return d
 
 
 @dataclass
@@ -62,10 +90,10 @@ class CourseConfig:
     @classmethod
     def from_env(cls) -> "CourseConfig":
         return cls(model=os.environ.get("COURSE_MODEL", "tiny-sd"),
-                   device=os.environ.get("COURSE_DEVICE") or best_device(),
+                   device=_device(os.environ.get("COURSE_DEVICE")),
                    dtype=parse_dtype(os.environ.get("COURSE_DTYPE")),
-                   smoke=_truthy(os.environ.get("COURSE_SMOKE")),
-                   seed=int(os.environ.get("COURSE_SEED", "0")))
+                   smoke=_truthy(os.environ.get("COURSE_SMOKE"), "COURSE_SMOKE"),
+                   seed=_seed(os.environ.get("COURSE_SEED")))
 
     def pick(self, full, smoke):
         """``smoke`` under the CI setting, ``full`` otherwise."""
