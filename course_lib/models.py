@@ -106,6 +106,43 @@ def _from_pretrained(cls, model: str, **kwargs):
             raise _not_available(path, err) from err
 
 
+class ModelNotSupported(ValueError):
+    """A model the course's methods are not written for (another pipeline, another prediction target)."""
+
+
+SUPPORTED_PIPELINE = "StableDiffusionPipeline"
+
+
+def _model_index(path: str, local: bool) -> dict | None:
+    """The pipeline's ``model_index.json`` from its folder or the local hub cache (None if not there)."""
+    import json
+
+    if local:
+        f = Path(path) / "model_index.json"
+        return json.loads(f.read_text()) if f.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+        return json.loads(Path(hf_hub_download(path, "model_index.json", local_files_only=True)).read_text())
+    except Exception:
+        return None
+
+
+def check_supported(model: str, index: dict | None, prediction_type: str | None = None):
+    """Refuse, with what is supported, a pipeline other than Stable Diffusion 1.x/2.x (e.g. SDXL, whose
+    second text encoder and added conditioning no method here feeds) and a model that does not
+    predict the noise (the 768-pixel SD 2.1 predicts v): every method here works on epsilon."""
+    name = (index or {}).get("_class_name")
+    if name and name != SUPPORTED_PIPELINE:
+        raise ModelNotSupported(
+            f"{model!r} is a {name}; the course works with {SUPPORTED_PIPELINE} models: the embedded tiny-sd, "
+            "Stable Diffusion 1.x (COURSE_MODEL=sd15) and 2.x base (sd21), or a folder of one of them")
+    if prediction_type not in (None, "epsilon"):
+        raise ModelNotSupported(
+            f"{model!r} predicts {prediction_type!r}, not the noise: the course's methods (guidance, inversions, "
+            "attention edits, training losses) are written for epsilon-prediction models such as SD 1.5 and the "
+            "512-pixel SD 2.1 base (sd21); the 768-pixel SD 2.1 is a v-prediction model")
+
+
 def load_pipeline(model: str | None = None, device: str | None = None, dtype=None, config: CourseConfig | None = None):
     """A ``StableDiffusionPipeline`` with a DDIM scheduler, on the best device.
 
@@ -119,10 +156,12 @@ def load_pipeline(model: str | None = None, device: str | None = None, dtype=Non
     model = model or cfg.model
     device = device or cfg.device
     dtype = parse_dtype(dtype) or (cfg.dtype if device == cfg.device else default_dtype(device))
+    check_supported(model, _model_index(*resolve(model)))
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; both load the same
         warnings.filterwarnings("ignore", message=".*torch_dtype.*")
         pipe = from_pretrained(StableDiffusionPipeline, model, torch_dtype=dtype, safety_checker=None,
-                               requires_safety_checker=False)
+                               requires_safety_checker=False, use_safetensors=True)
+    check_supported(model, None, pipe.scheduler.config.get("prediction_type"))
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
@@ -134,7 +173,7 @@ def load_clip(model: str = "tiny-clip", device: str | None = None, dtype=None):
 
     device = device or best_device()
     dtype = parse_dtype(dtype) or default_dtype(device)
-    clip = from_pretrained(CLIPModel, model).to(device, dtype).eval()
+    clip = from_pretrained(CLIPModel, model, use_safetensors=True).to(device, dtype).eval()
     return clip, from_pretrained(CLIPTokenizer, model), from_pretrained(CLIPImageProcessor, model)
 
 

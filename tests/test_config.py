@@ -35,3 +35,23 @@ def test_a_device_this_machine_lacks_is_refused(monkeypatch):
     monkeypatch.setenv("COURSE_DEVICE", "cuda")
     with pytest.raises(ValueError, match="this machine has no cuda device: unset it"):
         CourseConfig.from_env()
+
+
+def test_pipelines_the_methods_are_not_written_for_are_refused_at_load(tmp_path):
+    import json
+    import shutil
+
+    from course_lib.models import MODELS_DIR, ModelNotSupported, load_pipeline
+
+    sdxl = tmp_path / "sdxl"
+    sdxl.mkdir()
+    (sdxl / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    with pytest.raises(ModelNotSupported, match="is a StableDiffusionXLPipeline; the course works with"):
+        load_pipeline(str(sdxl), device="cpu")
+    v = tmp_path / "v"
+    shutil.copytree(MODELS_DIR / "tiny-sd", v)
+    cfg = json.loads((v / "scheduler" / "scheduler_config.json").read_text())
+    (v / "scheduler" / "scheduler_config.json").write_text(json.dumps({**cfg, "prediction_type": "v_prediction"}))
+    with pytest.raises(ModelNotSupported, match="predicts 'v_prediction', not the noise"):
+        load_pipeline(str(v), device="cpu")
+    assert load_pipeline("tiny-sd", device="cpu").scheduler.config.prediction_type == "epsilon"
