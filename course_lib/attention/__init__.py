@@ -1,7 +1,8 @@
 """Attention control: one mechanism for every method (see :mod:`course_lib.attention.control`)."""
-from .control import BatchLayout, Controller, CourseAttnProcessor, attention_control, attention_probs
+from .control import (BatchLayout, Controller, CourseAttnProcessor, attention_control, attention_probs,
+                      controlling)
 from .layers import Layer, parse_layer, unet_layers
 from .store import AttentionStore
 
-__all__ = ["BatchLayout", "Controller", "CourseAttnProcessor", "attention_control", "attention_probs",
+__all__ = ["BatchLayout", "Controller", "CourseAttnProcessor", "attention_control", "attention_probs", "controlling",
            "Layer", "parse_layer", "unet_layers", "AttentionStore"]

@@ -4,8 +4,13 @@ A :class:`Controller` sees each attention layer's queries, keys and values and m
 (``edit_qkv``), may read or change the attention probabilities (``edit_probs``, only in the layers
 where it asks for them with ``wants_probs``), and may change the attention output (``edit_output``).
 :func:`attention_control` installs a :class:`CourseAttnProcessor` on every layer through diffusers'
-own API and always puts the original processors back, also when the body raises. The sampling loop
-tells controllers which step it is on (:meth:`Controller.set_step`); nothing counts calls.
+own API and always puts the original processors back, also when the body raises.
+
+:func:`controlling` is the whole life of the controllers in one run, and the one sampling loop
+(:func:`course_lib.sampling.denoise`) is its only caller besides DragDiffusion's latent optimisation:
+it tells each controller the batch layout and the step count once (:meth:`Controller.begin`),
+installs them, and after the run restores the processors and calls :meth:`Controller.end`. Inside,
+the loop tells controllers which step it is on (:meth:`Controller.set_step`); nothing counts calls.
 
 Where no controller asks for probabilities, a layer runs ``F.scaled_dot_product_attention`` —
 the fast path — so a controller that only swaps queries, keys or values costs almost nothing.
@@ -41,22 +46,34 @@ class BatchLayout:
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(self.halves * self.n, *x.shape[2:])
 
+    def copy_source(self, x: torch.Tensor, conditional_only: bool = False) -> torch.Tensor:
+        """A copy of ``x`` (a batch laid out as here) in which every target (prompts 1..) holds the
+        source's (prompt 0) values: in both halves, or in the conditional half only. How every method
+        injects the source: queries and keys (Prompt-to-Prompt, Photoswap's M, Plug-and-Play), a
+        self-attention output (Photoswap's phi), a feature map (Plug-and-Play), keys and values
+        (DragDiffusion's reference-latent control)."""
+        y = self.split(x).clone()  # (halves, n, ...)
+        halves = slice(-1, None) if conditional_only else slice(None)
+        y[halves, 1:] = y[halves, :1]
+        return self.merge(y)
+
 
 class Controller:
     """Base class: changes nothing. Subclasses override the hooks they need."""
 
     def __init__(self):
         self.step = 0
-        self.timestep = None
-        self.num_steps = None
         self.layout = BatchLayout(1, True)
 
-    # -- called by the sampling loop
+    # -- called by :func:`controlling`, once per run: the only place a controller learns the step count
     def begin(self, layout: BatchLayout, num_steps: int):
-        self.layout, self.num_steps, self.step = layout, num_steps, 0
+        """A run of ``num_steps`` steps on batches laid out as ``layout`` starts. Controllers whose
+        edits have step windows compute them here, from their config and ``num_steps`` alone."""
+        self.layout, self.step = layout, 0
 
-    def set_step(self, index: int, timestep=None):
-        self.step, self.timestep = index, timestep
+    # -- called by the sampling loop before each UNet call
+    def set_step(self, index: int):
+        self.step = index
 
     def end(self):
         pass
@@ -180,3 +197,23 @@ def attention_control(unet, controllers: Controller | Iterable[Controller]):
         for c in attached:
             c.detach()
         unet.set_attn_processor(dict(original))
+
+
+@contextlib.contextmanager
+def controlling(unet, controllers: Controller | Iterable[Controller] | None, layout: BatchLayout, num_steps: int):
+    """The life of the controllers in one run: each is told the batch layout and the step count
+    (:meth:`Controller.begin`), installed on ``unet`` (:func:`attention_control`), and, when the body
+    ends or raises, the original processors are restored and :meth:`Controller.end` is called.
+    Yields the list of controllers (empty: nothing is installed)."""
+    ctls = [] if controllers is None else [controllers] if isinstance(controllers, Controller) else list(controllers)
+    for c in ctls:
+        c.begin(layout, num_steps)
+    try:
+        if ctls:
+            with attention_control(unet, ctls):
+                yield ctls
+        else:
+            yield ctls
+    finally:
+        for c in ctls:
+            c.end()

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..models import MODELS_DIR, from_pretrained
+from ..sampling import decode, denoise, to_pil
 
 RELEASED = "Fantasy-Studio/Paint-by-Example"
 TINY = MODELS_DIR / "pbe-tiny"
@@ -408,41 +408,36 @@ def paint_by_example(pipe, image, mask, reference, num_inference_steps: int = 50
     image = check_image(pipe, image)
     m = check_mask(mask, image.size[0])
     device, dtype = pipe.unet.device, pipe.unet.dtype
+    # 1. the condition: the reference's token(s), and the learned null vector for guidance
     cond, null = encode_reference(pipe, reference, num_images)
+    guided = guidance_scale > 1.0
+    # 2. the inpainting inputs: masked-image latent and keep-mask, as extra UNet input channels
     keep, masked_lat = mask_inputs(pipe, image, m)
+    extra = torch.cat([masked_lat.expand(num_images, -1, -1, -1), keep.expand(num_images, -1, -1, -1)], 1)
+    # 3. the starting latents
     f = pipe.vae_scale_factor
     shape = (num_images, pipe.vae.config.latent_channels, image.size[1] // f, image.size[0] // f)
     if latents is None:
         latents = torch.randn(shape, generator=generator, dtype=torch.float32)
     z = (latents.to(device, dtype) * pipe.scheduler.init_noise_sigma)
-    guided = guidance_scale > 1.0
-    emb = torch.cat([null, cond]) if guided else cond
-    extra = torch.cat([masked_lat.expand(num_images, -1, -1, -1), keep.expand(num_images, -1, -1, -1)], 1)
-    extra = torch.cat([extra, extra]) if guided else extra
-    pipe.scheduler.set_timesteps(num_inference_steps, device=device)
-    if blend_known:
+    keep_known = None
+    if blend_known:  # after each step, the source's latent noised to the next step outside the mask
         x_src = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
         z_src = pipe.vae.encode(x_src.to(device, dtype)).latent_dist.mode() * pipe.vae.config.scaling_factor
         noise = latents.to(device, dtype)
-    timesteps = pipe.scheduler.timesteps
-    for i, t in enumerate(tqdm(timesteps, desc="Paint by Example", disable=not progress, leave=False)):
-        x = torch.cat([z, z]) if guided else z
-        x = torch.cat([pipe.scheduler.scale_model_input(x, t), extra], 1)
-        eps = pipe.unet(x, t, encoder_hidden_states=emb.to(dtype)).sample
-        if guided:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance_scale * (eps_c - eps_u)
-        z = pipe.scheduler.step(eps, t, z).prev_sample
-        if blend_known:
+
+        def keep_known(i, t, z):
+            timesteps = pipe.scheduler.timesteps
             known = z_src if i + 1 == len(timesteps) else pipe.scheduler.add_noise(z_src, noise, timesteps[i + 1:i + 2])
-            z = keep * known + (1 - keep) * z
+            return keep * known + (1 - keep) * z
+    # 4. the denoising loop (the course's one loop, with the extra channels)
+    z = denoise(pipe, z, cond.to(dtype), null.to(dtype) if guided else None, num_inference_steps, guidance_scale,
+                extra_channels=extra, callback=keep_known, progress=progress, desc="Paint by Example")
+    # 5. decode
     if output == "latent":
         return z
-    img = (pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample.float() / 2 + 0.5).clamp(0, 1)
-    if output == "tensor":
-        return img
-    arr = (img.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    return [Image.fromarray(a) for a in arr]
+    img = decode(pipe, z)
+    return img if output == "tensor" else to_pil(img)
 
 
 # The crop :func:`paint_by_example_zoomed` paints, as a multiple of the mask box's longer side. Chosen on
