@@ -52,18 +52,48 @@ def test_a_controller_that_edits_nothing_reproduces_the_pipeline(pipe):
 
 
 def test_explicit_probabilities_equal_sdpa(pipe):
-    """A store reads maps in every layer (explicit softmax path): the images must not change."""
+    """A controller that asks for the probabilities in every layer takes the explicit softmax path:
+    the images must not change (beyond float rounding)."""
+    class Explicit(Controller):
+        def wants_probs(self, layer):
+            return True
+
+    z = initial_latents(pipe, 1, torch.Generator().manual_seed(2))
+    plain = sample(pipe, "a green star", 3, 7.5, latents=z, output="tensor", progress=False)
+    explicit = sample(pipe, "a green star", 3, 7.5, latents=z, output="tensor", progress=False, controllers=Explicit())
+    torch.testing.assert_close(explicit, plain, atol=1e-4, rtol=0)
+
+
+def test_the_store_only_looks(pipe):
+    """The store reads every layer's maps beside the fast path: the images are exactly the plain ones."""
     z = initial_latents(pipe, 1, torch.Generator().manual_seed(2))
     plain = sample(pipe, "a green star", 3, 7.5, latents=z, output="tensor", progress=False)
     store = AttentionStore(kinds=("cross", "self"), per_step=True)
     probed = sample(pipe, "a green star", 3, 7.5, latents=z, output="tensor", progress=False, controllers=store)
-    torch.testing.assert_close(probed, plain, atol=1e-4, rtol=0)
+    assert torch.equal(probed, plain)
     m = store.mean("cross")
-    assert m.shape[0] == 1 and m.shape[1] == m.shape[2]
+    assert m.shape[0] == 1 and m.shape[1] == m.shape[2] and m.device.type == "cpu"
     torch.testing.assert_close(m.sum(-1), torch.ones_like(m.sum(-1)), atol=1e-4, rtol=0)
     assert set(store.steps) == {0, 1, 2}
     s = store.mean("self")
     assert s.shape[-1] == s.shape[1] * s.shape[2]
+
+
+def test_store_keeps_maps_per_step_only_at_the_sides_asked_for(pipe):
+    from course_lib.attention import BatchLayout, attention_probs, head_mean_probs
+    side = pipe.unet.config.sample_size
+    store = AttentionStore(kinds=("cross", "self"), per_step=(side,))
+    sample(pipe, "a green star", 3, 7.5, generator=torch.Generator().manual_seed(2), progress=False,
+           output="latent", controllers=store)
+    assert {r for _, r in store.steps[0]} == {side} and len({r for _, r in store.sums}) > 1
+    torch.testing.assert_close(sum(store.at_step(i, "self", side) for i in range(3)) / 3, store.mean("self", side))
+    with pytest.raises(ValueError, match="per step"):
+        store.at_step(0, "cross", min(r for _, r in store.sums))
+    # the maps of the conditional half, averaged over heads, in blocks of queries or at once
+    layout = BatchLayout(2, guidance=True)
+    q, k = torch.randn(4, 8, 100, 16), torch.randn(4, 8, 30, 16)
+    full = layout.split(attention_probs(q, k, 0.25))[-1].mean(1)
+    torch.testing.assert_close(head_mean_probs(layout.split(q)[-1], layout.split(k)[-1], 0.25, max_elements=5000), full)
 
 
 def test_p2p_keeps_the_source_and_runs_every_edit_kind(pipe):

@@ -3,6 +3,8 @@
 A :class:`Controller` sees each attention layer's queries, keys and values and may change them
 (``edit_qkv``), may read or change the attention probabilities (``edit_probs``, only in the layers
 where it asks for them with ``wants_probs``), and may change the attention output (``edit_output``).
+A controller that only looks (the attention store) reads the layer's maps, averaged over heads, with
+``read_maps`` (in the layers where ``reads_maps`` says so) and leaves the computation as it is.
 :func:`attention_control` installs a :class:`CourseAttnProcessor` on every layer through diffusers'
 own API and always puts the original processors back, also when the body raises.
 
@@ -13,7 +15,8 @@ installs them, and after the run restores the processors and calls :meth:`Contro
 the loop tells controllers which step it is on (:meth:`Controller.set_step`); nothing counts calls.
 
 Where no controller asks for probabilities, a layer runs ``F.scaled_dot_product_attention`` —
-the fast path — so a controller that only swaps queries, keys or values costs almost nothing.
+the fast path — so a controller that only swaps queries, keys or values costs almost nothing, and
+one that only reads maps costs the maps of the conditional half, computed beside the fast path.
 """
 from __future__ import annotations
 
@@ -101,6 +104,13 @@ class Controller:
     def edit_output(self, layer: Layer, out):
         return out
 
+    def reads_maps(self, layer: Layer) -> bool:
+        return False
+
+    def read_maps(self, layer: Layer, maps):
+        """``maps``: the layer's attention probabilities in the conditional half, averaged over heads,
+        (n, queries, keys) in float32, after every controller's edits. Read them; do not change them."""
+
 
 class CourseAttnProcessor:
     """diffusers attention processor that consults the installed controllers.
@@ -145,15 +155,25 @@ class CourseAttnProcessor:
 
         for ctl in self.controllers:
             q, k, v = ctl.edit_qkv(self.layer, q, k, v)
-        if any(ctl.wants_probs(self.layer) for ctl in self.controllers):
+        editors = [ctl for ctl in self.controllers if ctl.wants_probs(self.layer)]
+        if editors:
             probs = attention_probs(q, k, attn.scale, attention_mask)
-            for ctl in self.controllers:
-                if ctl.wants_probs(self.layer):
-                    probs = ctl.edit_probs(self.layer, probs)
+            for ctl in editors:
+                probs = ctl.edit_probs(self.layer, probs)
             out = probs.to(v.dtype) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0,
                                                  is_causal=False, scale=attn.scale)
+        readers = [ctl for ctl in self.controllers if ctl.reads_maps(self.layer)]
+        if readers:
+            layout = readers[0].layout
+            if editors:  # the maps the layer used, edited
+                maps = layout.split(probs)[-1].mean(1)
+            else:  # the fast path made no maps: those of the conditional half only
+                mask = None if attention_mask is None else layout.split(attention_mask)[-1]
+                maps = head_mean_probs(layout.split(q)[-1], layout.split(k)[-1], attn.scale, mask)
+            for ctl in readers:
+                ctl.read_maps(self.layer, maps)
         for ctl in self.controllers:
             out = ctl.edit_output(self.layer, out)
 
@@ -173,6 +193,21 @@ def attention_probs(q, k, scale: float, mask=None) -> torch.Tensor:
     if mask is not None:
         scores = scores + mask.float()
     return scores.softmax(-1)
+
+
+def head_mean_probs(q, k, scale: float, mask=None, max_elements: int = 2 ** 24) -> torch.Tensor:
+    """:func:`attention_probs` averaged over heads, (batch, queries, keys) in float32, computed for
+    blocks of queries so that no more than about ``max_elements`` probabilities exist at once (SD 1.5's
+    4096 x 4096 self-attention maps would otherwise take a GiB per layer)."""
+    batch, heads, queries, _ = q.shape
+    rows = max(1, max_elements // (batch * heads * k.shape[-2]))
+    if rows >= queries:
+        return attention_probs(q, k, scale, mask).mean(1)
+    out = q.new_empty(batch, queries, k.shape[-2], dtype=torch.float32)
+    for s in range(0, queries, rows):
+        m = mask if mask is None or mask.shape[-2] == 1 else mask[..., s:s + rows, :]
+        out[:, s:s + rows] = attention_probs(q[:, :, s:s + rows], k, scale, m).mean(1)
+    return out
 
 
 @contextlib.contextmanager
