@@ -504,7 +504,7 @@ def test_fingerprint_follows_the_unet_and_vae_encoder_but_not_the_decoder(tmp_pa
     (tmp_path / "tiny-clip").mkdir()
     (tmp_path / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"unet")
     (tmp_path / "tiny-clip" / "model.safetensors").write_bytes(b"clip")
-    monkeypatch.setattr(pbe, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(pbe.checkpoints, "MODELS_DIR", tmp_path)
     vae_file = tmp_path / "tiny-sd" / "vae" / "diffusion_pytorch_model.safetensors"
 
     def fp(enc, dec, unet=b"unet"):
