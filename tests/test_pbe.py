@@ -436,7 +436,7 @@ def test_zoomed_painting_paints_a_crop_at_the_model_s_size_and_keeps_the_source_
     def spy(pipe, img, mask, *a, **k):
         seen.update(size=img.size, share=np.asarray(mask).mean())
         return plain(pipe, img, mask, *a, **k)
-    monkeypatch.setattr(pbe, "paint_by_example", spy)
+    monkeypatch.setattr(pbe.inpaint, "paint_by_example", spy)
     outs = pbe.paint_by_example_zoomed(p, image, m, ref, 2, num_images=2, generator=torch.Generator().manual_seed(0))
     assert seen["size"] == (64, 64) and len(outs) == 2
     assert seen["share"] > m.mean() and abs(seen["share"] - m[y0:y1, x0:x1].mean()) < 0.02
