@@ -1,10 +1,14 @@
 """The sampling loop, written out: text encoding, classifier-free guidance in one batched UNet call,
-DDIM steps, VAE decoding. It equals ``StableDiffusionPipeline.__call__`` (notebook 00 asserts that),
-and it is the loop later lessons attach attention controllers to.
+DDIM steps, VAE decoding. :func:`sample` equals ``StableDiffusionPipeline.__call__`` (notebook 00
+asserts that).
+
+:func:`denoise` is the one denoising loop of the course. Plain sampling, Prompt-to-Prompt, Photoswap,
+Plug-and-Play, Imagic's sampling, DragDiffusion's denoising and Paint by Example's inpainting all run
+it: the methods differ in what they do at a step (swap a map, inject a feature, add input channels,
+keep a region), which controllers and a callback say, not in how the timesteps are walked.
+Inversion (:mod:`course_lib.inversion`) walks them the other way, with its own loop.
 """
 from __future__ import annotations
-
-import contextlib
 
 from typing import Callable, Sequence
 
@@ -76,14 +80,66 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 
 def guided_noise(pipe, latents: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor | None,
-                 guidance_scale: float) -> torch.Tensor:
-    """One UNet call for the unconditional and conditional halves, combined with guidance."""
-    if uncond is None or guidance_scale <= 1.0:
-        return pipe.unet(latents, t, encoder_hidden_states=cond).sample
-    x = torch.cat([latents, latents])
+                 guidance_scale: float, extra_channels: torch.Tensor | None = None) -> torch.Tensor:
+    """The noise prediction for one step: one UNet call for the unconditional and conditional halves,
+    combined with classifier-free guidance, eps_u + s (eps_c - eps_u) (without guidance: eps_c).
+
+    ``extra_channels`` (n x c x h x w) are concatenated to the latents as further input channels
+    (Paint by Example's masked-image latent and mask)."""
+    guided = uncond is not None and guidance_scale > 1.0
+    x = torch.cat([latents, latents]) if guided else latents
     x = pipe.scheduler.scale_model_input(x, t)
-    eps_u, eps_c = pipe.unet(x, t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+    if extra_channels is not None:
+        x = torch.cat([x, torch.cat([extra_channels, extra_channels]) if guided else extra_channels], 1)
+    emb = torch.cat([uncond, cond]) if guided else cond
+    eps = pipe.unet(x, t, encoder_hidden_states=emb).sample
+    if not guided:
+        return eps
+    eps_u, eps_c = eps.chunk(2)
     return eps_u + guidance_scale * (eps_c - eps_u)
+
+
+@torch.no_grad()
+def denoise(pipe, latents: torch.Tensor, cond: torch.Tensor, uncond=None, num_inference_steps: int = 50,
+            guidance_scale: float = 7.5, *, start_index: int = 0, extra_channels: torch.Tensor | None = None,
+            controllers=None, callback: Callable[[int, int, torch.Tensor], torch.Tensor | None] | None = None,
+            progress: bool = False, desc: str = "DDIM") -> torch.Tensor:
+    """The denoising loop every method of the course runs: DDIM steps from ``latents`` to z_0.
+
+    ``latents``: n starting latents, at ``timesteps[start_index]`` (0: pure noise z_T; DragDiffusion
+    starts later). ``cond``: n condition embeddings (text, or Paint by Example's image token).
+    ``uncond``: the unconditional embedding for classifier-free guidance, or one per step (null-text
+    inversion); ``None`` or ``guidance_scale <= 1``: no guidance. ``extra_channels``: more UNet input
+    channels (see :func:`guided_noise`). ``controllers``: attention or feature controllers
+    (:mod:`course_lib.attention`), installed for this loop only. ``callback(i, t, latents)`` runs
+    after step ``i``; a tensor it returns becomes the latents (LocalBlend, Plug-and-Play's source
+    branch, Paint by Example's kept region). Returns the final latents.
+    """
+    from .attention import BatchLayout, controlling
+
+    n = latents.shape[0]
+    guided = uncond is not None and guidance_scale > 1.0
+    # 1. the timesteps (all of them; the loop walks them from start_index)
+    pipe.scheduler.set_timesteps(num_inference_steps, device=latents.device)
+    timesteps = pipe.scheduler.timesteps
+    # 2. the controllers: told the batch layout and the step count, installed; restored after the loop
+    with controlling(pipe.unet, controllers, BatchLayout(n, guided), num_inference_steps) as ctls:
+        # 3. the denoising loop
+        for i in tqdm(range(start_index, len(timesteps)), desc=desc, disable=not progress, leave=False):
+            t = timesteps[i]
+            for c in ctls:  # 3a. which step it is
+                c.set_step(i)
+            u = None
+            if guided:  # 3b. this step's unconditional embedding
+                u = uncond[i] if isinstance(uncond, (list, tuple)) else uncond
+                u = u.expand(n, -1, -1).to(cond.dtype)
+            eps = guided_noise(pipe, latents, t, cond, u, guidance_scale, extra_channels)  # 3c. predict the noise
+            latents = pipe.scheduler.step(eps, t, latents).prev_sample  # 3d. z_t -> z_{t-1}
+            if callback is not None:  # 3e. the method's change to the latents
+                replaced = callback(i, int(t), latents)
+                if replaced is not None:
+                    latents = replaced
+    return latents
 
 
 @torch.no_grad()
@@ -101,43 +157,24 @@ def sample(pipe, prompt: str | Sequence[str], num_inference_steps: int = 50, gui
     controllers (:mod:`course_lib.attention`) installed for this call and told the step index.
     Returns PIL images (or a [0, 1] tensor with ``output="tensor"``, or latents with ``output="latent"``).
     """
-    from .attention import BatchLayout, Controller, attention_control
-
-    ctls = [] if controllers is None else [controllers] if isinstance(controllers, Controller) else list(controllers)
-    n = 1 if isinstance(prompt, str) else len(prompt)
-    with contextlib.ExitStack() as stack:
-        if ctls:
-            for c in ctls:
-                c.begin(BatchLayout(n, guidance_scale > 1.0), num_inference_steps)
-            stack.callback(lambda: [c.end() for c in ctls])  # runs after the processors are restored
-            stack.enter_context(attention_control(pipe.unet, ctls))
-        return _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generator, negative_prompt,
-                       uncond_embeddings, callback, ctls, progress, output)
-
-
-def _sample(pipe, prompt, num_inference_steps, guidance_scale, latents, generator, negative_prompt,
-            uncond_embeddings, callback, ctls, progress, output):
+    # 1. the prompts' embeddings, and the negative prompts' for guidance
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     n = len(prompts)
     cond = encode_text(pipe, prompts)
-    negs = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
-    uncond = encode_text(pipe, negs) if guidance_scale > 1.0 else None
+    uncond = None
+    if guidance_scale > 1.0:
+        negs = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
+        uncond = encode_text(pipe, negs) if uncond_embeddings is None else list(uncond_embeddings)
+    # 2. the starting latents z_T
     if latents is None:
         latents = initial_latents(pipe, n, generator)
     elif latents.shape[0] == 1 and n > 1:
         latents = latents.expand(n, -1, -1, -1)
     latents = latents.to(*_device_dtype(pipe))
-    pipe.scheduler.set_timesteps(num_inference_steps, device=latents.device)
-    for i, t in enumerate(tqdm(pipe.scheduler.timesteps, desc="DDIM", disable=not progress, leave=False)):
-        for c in ctls:
-            c.set_step(i, int(t))
-        u = uncond if uncond_embeddings is None else uncond_embeddings[i].expand(n, -1, -1).to(cond.dtype)
-        eps = guided_noise(pipe, latents, t, cond, u, guidance_scale)
-        latents = pipe.scheduler.step(eps, t, latents).prev_sample
-        if callback is not None:
-            replaced = callback(i, int(t), latents)
-            if replaced is not None:
-                latents = replaced
+    # 3. the denoising loop
+    latents = denoise(pipe, latents, cond, uncond, num_inference_steps, guidance_scale, controllers=controllers,
+                      callback=callback, progress=progress)
+    # 4. the VAE decodes z_0
     if output == "latent":
         return latents
     images = decode(pipe, latents)

@@ -52,18 +52,48 @@ def test_a_controller_that_edits_nothing_reproduces_the_pipeline(pipe):
 
 
 def test_explicit_probabilities_equal_sdpa(pipe):
-    """A store reads maps in every layer (explicit softmax path): the images must not change."""
+    """A controller that asks for the probabilities in every layer takes the explicit softmax path:
+    the images must not change (beyond float rounding)."""
+    class Explicit(Controller):
+        def wants_probs(self, layer):
+            return True
+
+    z = initial_latents(pipe, 1, torch.Generator().manual_seed(2))
+    plain = sample(pipe, "a green star", 3, 7.5, latents=z, output="tensor", progress=False)
+    explicit = sample(pipe, "a green star", 3, 7.5, latents=z, output="tensor", progress=False, controllers=Explicit())
+    torch.testing.assert_close(explicit, plain, atol=1e-4, rtol=0)
+
+
+def test_the_store_only_looks(pipe):
+    """The store reads every layer's maps beside the fast path: the images are exactly the plain ones."""
     z = initial_latents(pipe, 1, torch.Generator().manual_seed(2))
     plain = sample(pipe, "a green star", 3, 7.5, latents=z, output="tensor", progress=False)
     store = AttentionStore(kinds=("cross", "self"), per_step=True)
     probed = sample(pipe, "a green star", 3, 7.5, latents=z, output="tensor", progress=False, controllers=store)
-    torch.testing.assert_close(probed, plain, atol=1e-4, rtol=0)
+    assert torch.equal(probed, plain)
     m = store.mean("cross")
-    assert m.shape[0] == 1 and m.shape[1] == m.shape[2]
+    assert m.shape[0] == 1 and m.shape[1] == m.shape[2] and m.device.type == "cpu"
     torch.testing.assert_close(m.sum(-1), torch.ones_like(m.sum(-1)), atol=1e-4, rtol=0)
     assert set(store.steps) == {0, 1, 2}
     s = store.mean("self")
     assert s.shape[-1] == s.shape[1] * s.shape[2]
+
+
+def test_store_keeps_maps_per_step_only_at_the_sides_asked_for(pipe):
+    from course_lib.attention import BatchLayout, attention_probs, head_mean_probs
+    side = pipe.unet.config.sample_size
+    store = AttentionStore(kinds=("cross", "self"), per_step=(side,))
+    sample(pipe, "a green star", 3, 7.5, generator=torch.Generator().manual_seed(2), progress=False,
+           output="latent", controllers=store)
+    assert {r for _, r in store.steps[0]} == {side} and len({r for _, r in store.sums}) > 1
+    torch.testing.assert_close(sum(store.at_step(i, "self", side) for i in range(3)) / 3, store.mean("self", side))
+    with pytest.raises(ValueError, match="per step"):
+        store.at_step(0, "cross", min(r for _, r in store.sums))
+    # the maps of the conditional half, averaged over heads, in blocks of queries or at once
+    layout = BatchLayout(2, guidance=True)
+    q, k = torch.randn(4, 8, 100, 16), torch.randn(4, 8, 30, 16)
+    full = layout.split(attention_probs(q, k, 0.25))[-1].mean(1)
+    torch.testing.assert_close(head_mean_probs(layout.split(q)[-1], layout.split(k)[-1], 0.25, max_elements=5000), full)
 
 
 def test_p2p_keeps_the_source_and_runs_every_edit_kind(pipe):
@@ -96,7 +126,7 @@ def test_p2p_injects_source_maps_into_the_target(pipe):
     from course_lib.methods.p2p import P2PController, P2PEdit
     src, tgt = "a red circle on a white background", "a blue star on a white background"
     edit = P2PEdit(cross_replace_steps=1.0, self_replace_steps=1.0)
-    ctl = P2PController(pipe, [src, tgt], edit, 3)
+    ctl = P2PController(pipe, [src, tgt], edit)
     store = AttentionStore(kinds=("cross", "self"))
     sample(pipe, [src, tgt], 3, 7.5, generator=torch.Generator().manual_seed(0), controllers=[ctl, store],
            progress=False)
@@ -142,3 +172,85 @@ def test_null_text_inner_steps_set_how_exactly_the_source_comes_back(tiny_sd):
         rec[k] = psnr(s.image, sample(tiny_sd, s.caption, 10, 7.5, latents=zT, uncond_embeddings=u, progress=False)[0])
     torch.testing.assert_close(zT, ddim_invert(tiny_sd, s.image, s.caption, 10, 1.0, progress=False)[-1])
     assert rec[10] > rec[1] + 3, rec  # measured: 37.8 against 31.7 dB
+
+
+# ----------------------------------------------------------------------------- the one loop and the controller lifecycle
+class Lifecycle(Controller):
+    """Logs what the loop tells it."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def begin(self, layout, num_steps):
+        super().begin(layout, num_steps)
+        self.log.append(("begin", layout.n, layout.guidance, num_steps))
+
+    def set_step(self, index):
+        super().set_step(index)
+        self.log.append(("step", index))
+
+    def end(self):
+        self.log.append(("end",))
+
+
+def test_the_loop_tells_controllers_the_layout_and_step_count_once_and_every_step(random_tiny):
+    from course_lib.sampling import denoise, encode_text
+    pipe = random_tiny
+    ctl = Lifecycle()
+    sample(pipe, ["a red circle", "a blue star"], 4, 7.5, generator=torch.Generator().manual_seed(0),
+           controllers=ctl, progress=False, output="latent")
+    assert ctl.log == [("begin", 2, True, 4), ("step", 0), ("step", 1), ("step", 2), ("step", 3), ("end",)]
+    # started late (DragDiffusion's denoising): the same count, the steps from start_index on
+    ctl.log = []
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    denoise(pipe, z, encode_text(pipe, "a red circle"), None, 5, 1.0, start_index=3, controllers=ctl)
+    assert ctl.log == [("begin", 1, False, 5), ("step", 3), ("step", 4), ("end",)]
+    assert all(type(p).__name__ != "CourseAttnProcessor" for p in pipe.unet.attn_processors.values())
+
+
+def test_denoise_from_a_late_step_equals_the_end_of_a_full_run(random_tiny):
+    from course_lib.sampling import denoise, encode_text
+    pipe = random_tiny
+    cond = encode_text(pipe, "a red circle")
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+    seen = {}
+
+    def keep(i, t, zz):
+        seen[i] = zz.clone()
+
+    full = denoise(pipe, z, cond, None, 6, 1.0, callback=keep)
+    late = denoise(pipe, seen[2], cond, None, 6, 1.0, start_index=3)
+    assert torch.equal(full, late)
+
+
+def test_copy_source_fills_the_targets_in_both_halves_or_the_conditional_one():
+    from course_lib.attention import BatchLayout
+    layout = BatchLayout(3, guidance=True)
+    x = torch.arange(6.0)[:, None].expand(6, 2)  # (halves * n, ...): uncond 0 1 2, cond 3 4 5
+    assert layout.copy_source(x)[:, 0].tolist() == [0, 0, 0, 3, 3, 3]
+    assert layout.copy_source(x, conditional_only=True)[:, 0].tolist() == [0, 1, 2, 3, 3, 3]
+    assert x[:, 0].tolist() == [0, 1, 2, 3, 4, 5]  # the input is not changed
+
+
+def test_step_windows_are_a_function_of_the_config_and_the_run_s_step_count(pipe):
+    """One controller serves runs of any length: the windows are set when a run begins."""
+    from course_lib.attention import BatchLayout
+    from course_lib.methods.p2p import P2PController, P2PEdit
+    from course_lib.methods.photoswap import PhotoswapConfig, PhotoswapController
+    from course_lib.methods.pnp import PnPConfig, PnPController
+    edit = P2PEdit(cross_replace_steps=0.5, self_replace_steps=0.25, blend_start=0.2)
+    assert edit.step_windows(20) == {"cross": 10, "self": 5, "blend_from": 4}
+    ctl = P2PController(pipe, ["a red circle", "a blue circle"], edit)
+    for steps in (20, 8):
+        ctl.begin(BatchLayout(2), steps)
+        assert (ctl.cross_until, ctl.self_until, ctl.blend_from) == (round(steps / 2), round(steps / 4),
+                                                                      round(steps / 5))
+    ps = PhotoswapController(pipe, "a red circle", "a blue circle", PhotoswapConfig(lambda_phi=2))
+    ps.begin(BatchLayout(2), 50)
+    assert (ps.cross_until, ps.self_until, ps.phi_until) == (20, 25, 2)  # the paper's lambda_A, lambda_M
+    assert ps.step_windows(10) == {"cross": 4, "self": 5, "phi": 2, "blend_from": 2}
+    assert PnPConfig(feature_steps=0.8, attention_steps=0.5).step_windows(10) == {"feature": 8, "attention": 5}
+    pnp = PnPController(PnPConfig())
+    pnp.begin(BatchLayout(2), 5)
+    assert (pnp.feature_until, pnp.attention_until) == (4, 2)

@@ -436,7 +436,7 @@ def test_zoomed_painting_paints_a_crop_at_the_model_s_size_and_keeps_the_source_
     def spy(pipe, img, mask, *a, **k):
         seen.update(size=img.size, share=np.asarray(mask).mean())
         return plain(pipe, img, mask, *a, **k)
-    monkeypatch.setattr(pbe, "paint_by_example", spy)
+    monkeypatch.setattr(pbe.inpaint, "paint_by_example", spy)
     outs = pbe.paint_by_example_zoomed(p, image, m, ref, 2, num_images=2, generator=torch.Generator().manual_seed(0))
     assert seen["size"] == (64, 64) and len(outs) == 2
     assert seen["share"] > m.mean() and abs(seen["share"] - m[y0:y1, x0:x1].mean()) < 0.02
@@ -504,7 +504,7 @@ def test_fingerprint_follows_the_unet_and_vae_encoder_but_not_the_decoder(tmp_pa
     (tmp_path / "tiny-clip").mkdir()
     (tmp_path / "tiny-sd" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"unet")
     (tmp_path / "tiny-clip" / "model.safetensors").write_bytes(b"clip")
-    monkeypatch.setattr(pbe, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(pbe.checkpoints, "MODELS_DIR", tmp_path)
     vae_file = tmp_path / "tiny-sd" / "vae" / "diffusion_pytorch_model.safetensors"
 
     def fp(enc, dec, unet=b"unet"):

@@ -86,7 +86,7 @@ class Recorder(PhotoswapController):
 
 
 def test_swaps_act_for_their_own_steps_and_never_on_the_cross_output(pipe):
-    ctl = Recorder(pipe, SRC, TGT, PhotoswapConfig(lambda_M=4, lambda_A=3, lambda_phi=1), 5)
+    ctl = Recorder(pipe, SRC, TGT, PhotoswapConfig(lambda_M=4, lambda_A=3, lambda_phi=1))
     sample(pipe, [SRC, TGT], 5, 7.5, generator=torch.Generator().manual_seed(0), controllers=ctl, progress=False)
     steps = lambda kind: sorted({s for k, s, _ in ctl.log if k == kind})
     assert steps("phi") == [0]

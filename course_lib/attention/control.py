@@ -3,12 +3,20 @@
 A :class:`Controller` sees each attention layer's queries, keys and values and may change them
 (``edit_qkv``), may read or change the attention probabilities (``edit_probs``, only in the layers
 where it asks for them with ``wants_probs``), and may change the attention output (``edit_output``).
+A controller that only looks (the attention store) reads the layer's maps, averaged over heads, with
+``read_maps`` (in the layers where ``reads_maps`` says so) and leaves the computation as it is.
 :func:`attention_control` installs a :class:`CourseAttnProcessor` on every layer through diffusers'
-own API and always puts the original processors back, also when the body raises. The sampling loop
-tells controllers which step it is on (:meth:`Controller.set_step`); nothing counts calls.
+own API and always puts the original processors back, also when the body raises.
+
+:func:`controlling` is the whole life of the controllers in one run, and the one sampling loop
+(:func:`course_lib.sampling.denoise`) is its only caller besides DragDiffusion's latent optimisation:
+it tells each controller the batch layout and the step count once (:meth:`Controller.begin`),
+installs them, and after the run restores the processors and calls :meth:`Controller.end`. Inside,
+the loop tells controllers which step it is on (:meth:`Controller.set_step`); nothing counts calls.
 
 Where no controller asks for probabilities, a layer runs ``F.scaled_dot_product_attention`` —
-the fast path — so a controller that only swaps queries, keys or values costs almost nothing.
+the fast path — so a controller that only swaps queries, keys or values costs almost nothing, and
+one that only reads maps costs the maps of the conditional half, computed beside the fast path.
 """
 from __future__ import annotations
 
@@ -41,22 +49,34 @@ class BatchLayout:
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(self.halves * self.n, *x.shape[2:])
 
+    def copy_source(self, x: torch.Tensor, conditional_only: bool = False) -> torch.Tensor:
+        """A copy of ``x`` (a batch laid out as here) in which every target (prompts 1..) holds the
+        source's (prompt 0) values: in both halves, or in the conditional half only. How every method
+        injects the source: queries and keys (Prompt-to-Prompt, Photoswap's M, Plug-and-Play), a
+        self-attention output (Photoswap's phi), a feature map (Plug-and-Play), keys and values
+        (DragDiffusion's reference-latent control)."""
+        y = self.split(x).clone()  # (halves, n, ...)
+        halves = slice(-1, None) if conditional_only else slice(None)
+        y[halves, 1:] = y[halves, :1]
+        return self.merge(y)
+
 
 class Controller:
     """Base class: changes nothing. Subclasses override the hooks they need."""
 
     def __init__(self):
         self.step = 0
-        self.timestep = None
-        self.num_steps = None
         self.layout = BatchLayout(1, True)
 
-    # -- called by the sampling loop
+    # -- called by :func:`controlling`, once per run: the only place a controller learns the step count
     def begin(self, layout: BatchLayout, num_steps: int):
-        self.layout, self.num_steps, self.step = layout, num_steps, 0
+        """A run of ``num_steps`` steps on batches laid out as ``layout`` starts. Controllers whose
+        edits have step windows compute them here, from their config and ``num_steps`` alone."""
+        self.layout, self.step = layout, 0
 
-    def set_step(self, index: int, timestep=None):
-        self.step, self.timestep = index, timestep
+    # -- called by the sampling loop before each UNet call
+    def set_step(self, index: int):
+        self.step = index
 
     def end(self):
         pass
@@ -83,6 +103,13 @@ class Controller:
 
     def edit_output(self, layer: Layer, out):
         return out
+
+    def reads_maps(self, layer: Layer) -> bool:
+        return False
+
+    def read_maps(self, layer: Layer, maps):
+        """``maps``: the layer's attention probabilities in the conditional half, averaged over heads,
+        (n, queries, keys) in float32, after every controller's edits. Read them; do not change them."""
 
 
 class CourseAttnProcessor:
@@ -128,15 +155,25 @@ class CourseAttnProcessor:
 
         for ctl in self.controllers:
             q, k, v = ctl.edit_qkv(self.layer, q, k, v)
-        if any(ctl.wants_probs(self.layer) for ctl in self.controllers):
+        editors = [ctl for ctl in self.controllers if ctl.wants_probs(self.layer)]
+        if editors:
             probs = attention_probs(q, k, attn.scale, attention_mask)
-            for ctl in self.controllers:
-                if ctl.wants_probs(self.layer):
-                    probs = ctl.edit_probs(self.layer, probs)
+            for ctl in editors:
+                probs = ctl.edit_probs(self.layer, probs)
             out = probs.to(v.dtype) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0,
                                                  is_causal=False, scale=attn.scale)
+        readers = [ctl for ctl in self.controllers if ctl.reads_maps(self.layer)]
+        if readers:
+            layout = readers[0].layout
+            if editors:  # the maps the layer used, edited
+                maps = layout.split(probs)[-1].mean(1)
+            else:  # the fast path made no maps: those of the conditional half only
+                mask = None if attention_mask is None else layout.split(attention_mask)[-1]
+                maps = head_mean_probs(layout.split(q)[-1], layout.split(k)[-1], attn.scale, mask)
+            for ctl in readers:
+                ctl.read_maps(self.layer, maps)
         for ctl in self.controllers:
             out = ctl.edit_output(self.layer, out)
 
@@ -156,6 +193,21 @@ def attention_probs(q, k, scale: float, mask=None) -> torch.Tensor:
     if mask is not None:
         scores = scores + mask.float()
     return scores.softmax(-1)
+
+
+def head_mean_probs(q, k, scale: float, mask=None, max_elements: int = 2 ** 24) -> torch.Tensor:
+    """:func:`attention_probs` averaged over heads, (batch, queries, keys) in float32, computed for
+    blocks of queries so that no more than about ``max_elements`` probabilities exist at once (SD 1.5's
+    4096 x 4096 self-attention maps would otherwise take a GiB per layer)."""
+    batch, heads, queries, _ = q.shape
+    rows = max(1, max_elements // (batch * heads * k.shape[-2]))
+    if rows >= queries:
+        return attention_probs(q, k, scale, mask).mean(1)
+    out = q.new_empty(batch, queries, k.shape[-2], dtype=torch.float32)
+    for s in range(0, queries, rows):
+        m = mask if mask is None or mask.shape[-2] == 1 else mask[..., s:s + rows, :]
+        out[:, s:s + rows] = attention_probs(q[:, :, s:s + rows], k, scale, m).mean(1)
+    return out
 
 
 @contextlib.contextmanager
@@ -180,3 +232,23 @@ def attention_control(unet, controllers: Controller | Iterable[Controller]):
         for c in attached:
             c.detach()
         unet.set_attn_processor(dict(original))
+
+
+@contextlib.contextmanager
+def controlling(unet, controllers: Controller | Iterable[Controller] | None, layout: BatchLayout, num_steps: int):
+    """The life of the controllers in one run: each is told the batch layout and the step count
+    (:meth:`Controller.begin`), installed on ``unet`` (:func:`attention_control`), and, when the body
+    ends or raises, the original processors are restored and :meth:`Controller.end` is called.
+    Yields the list of controllers (empty: nothing is installed)."""
+    ctls = [] if controllers is None else [controllers] if isinstance(controllers, Controller) else list(controllers)
+    for c in ctls:
+        c.begin(layout, num_steps)
+    try:
+        if ctls:
+            with attention_control(unet, ctls):
+                yield ctls
+        else:
+            yield ctls
+    finally:
+        for c in ctls:
+            c.end()

@@ -1,8 +1,10 @@
-"""Reading attention: running means of cross- and self-attention maps (conditional half only)."""
+"""Reading attention: running sums of cross- and self-attention maps (conditional half only), kept on
+the device that makes them and moved to host memory only when read."""
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import Sequence
 
 import torch
 
@@ -15,11 +17,17 @@ class AttentionStore(Controller):
 
     ``resolutions``: the feature-map sides to keep (``None`` = all); ``kinds``: ``"cross"`` and/or
     ``"self"``; ``per_step``: also keep one layer-averaged map per step (for "attention over the
-    diffusion steps" figures). Only the conditional half of a guided batch is stored.
+    diffusion steps" figures): ``True`` at every side kept, or a tuple of sides (a map per step costs
+    steps times the memory of the mean). Only the conditional half of a guided batch is stored.
+
+    The store only reads: the layers it reads still compute their output with the fast path, and it
+    sees each layer's maps after every other controller's edits (:meth:`Controller.read_maps`). The
+    sums stay on the device the maps are made on, with no copy per step; :meth:`mean` and
+    :meth:`at_step` return them in host memory.
     """
 
-    def __init__(self, resolutions: tuple[int, ...] | None = None, kinds=("cross",), per_step: bool = False,
-                 places=("down", "mid", "up")):
+    def __init__(self, resolutions: tuple[int, ...] | None = None, kinds=("cross",),
+                 per_step: bool | Sequence[int] = False, places=("down", "mid", "up")):
         super().__init__()
         self.resolutions = None if resolutions is None else set(resolutions)
         self.kinds, self.places, self.per_step = set(kinds), set(places), per_step
@@ -34,33 +42,38 @@ class AttentionStore(Controller):
     def applies(self, layer: Layer) -> bool:
         return layer.kind in self.kinds and layer.place in self.places
 
-    def wants_probs(self, layer: Layer) -> bool:
+    def reads_maps(self, layer: Layer) -> bool:
         return self.resolutions is None or layer.resolution in self.resolutions
 
-    def edit_probs(self, layer: Layer, probs):
-        side = int(round(math.sqrt(probs.shape[-2])))
-        cond = self.layout.split(probs)[-1].mean(1).detach().float().cpu()  # (n, queries, keys)
+    def keeps_steps(self, side: int) -> bool:
+        """Whether maps of this side are also kept per step."""
+        return self.per_step is True or (bool(self.per_step) and side in set(self.per_step))
+
+    def read_maps(self, layer: Layer, maps):
+        side = int(round(math.sqrt(maps.shape[-2])))
         key = (layer.kind, side)
-        self.sums[key] = self.sums[key] + cond if key in self.sums else cond.clone()
+        _accumulate(self.sums, key, maps)
         self.counts[key] += 1
-        if self.per_step:
-            s = self.steps[self.step]
-            s[key] = s[key] + cond if key in s else cond.clone()
+        if self.keeps_steps(side):
+            _accumulate(self.steps[self.step], key, maps)
             self.step_counts[self.step][key] += 1
-        return probs
 
     # -- reading the maps
     def mean(self, kind: str = "cross", resolution: int | None = None) -> torch.Tensor:
-        """Mean map over steps, layers and heads: (n_prompts, side, side, keys)."""
+        """Mean map over steps, layers and heads: (n_prompts, side, side, keys), in host memory."""
         key = self._key(kind, resolution)
-        m = self.sums[key] / self.counts[key]
+        m = (self.sums[key] / self.counts[key]).cpu()
         return m.view(m.shape[0], key[1], key[1], m.shape[-1])
 
     def at_step(self, step: int, kind: str = "cross", resolution: int | None = None) -> torch.Tensor:
+        """Mean map of one step over layers and heads: (n_prompts, side, side, keys), in host memory."""
         if not self.per_step:
             raise ValueError("create the store with per_step=True to read maps per step")
         key = self._key(kind, resolution)
-        m = self.steps[step][key] / self.step_counts[step][key]
+        if key not in self.steps[step]:
+            raise ValueError(f"no {kind}-attention maps at {key[1]}x{key[1]} were kept per step; "
+                             f"per_step={self.per_step!r}")
+        m = (self.steps[step][key] / self.step_counts[step][key]).cpu()
         return m.view(m.shape[0], key[1], key[1], m.shape[-1])
 
     def _key(self, kind, resolution):
@@ -79,3 +92,11 @@ class AttentionStore(Controller):
         toks = pipe.tokenizer.convert_ids_to_tokens(ids)
         m = self.mean("cross", resolution)[index]
         return [(t.replace("</w>", ""), m[..., i]) for i, t in enumerate(toks) if 0 < i < len(toks) - 1]
+
+
+def _accumulate(sums: dict, key, maps: torch.Tensor):
+    """sums[key] += maps, in place on the maps' device (the first maps are copied)."""
+    if key in sums:
+        sums[key].add_(maps)
+    else:
+        sums[key] = maps.detach().clone()

@@ -1,70 +1,147 @@
-"""Suite ``perf``: what attention control costs. P2P edit time over plain generation of the same
-batch; the public code's approach (explicit attention probabilities in every layer) beside it.
-On tiny-sd on this machine, and on the Stable Diffusion 1.5 architecture (random weights, 512x512,
-fp16, 50 steps) when a CUDA GPU is available. Timings are ratios measured in one run."""
+"""Suite ``perf``: what attention control costs, in time and memory, over plain generation of the same
+batch: a Prompt-to-Prompt edit, the same with LocalBlend, the attention store keeping every layer's
+cross- and self-attention maps (averaged over the steps), and, for comparison, the public code's way
+of reading attention (explicit probabilities in every layer, for the whole batch).
+
+On this CPU on tiny-sd and on the Stable Diffusion 1.5 architecture reduced in width (random weights,
+32 x 32 latents: :func:`course_lib.testing.random_pipeline`), and on the full-size SD 1.5
+architecture (random weights, 512x512, fp16, 50 steps) when a CUDA GPU is available.
+
+Time: each variant runs once to warm up and once for its memory, then ``reps`` times interleaved
+with the others; the fastest
+run of each is compared (another job on the machine only ever adds time). Memory: on a GPU the peak
+allocated by torch; on the CPU the model's weights plus the peak resident memory the run adds
+(Linux: the high-water mark of the process, reset before the run, with large blocks returned to the
+system when freed).
+"""
 from __future__ import annotations
 
+import ctypes
 import time
+from pathlib import Path
 
 import torch
 
-from ..attention import AttentionStore
+from ..attention import AttentionStore, Controller
 from ..methods.p2p import P2PEdit, p2p_edit
 from ..models import load_pipeline
 from ..sampling import initial_latents, sample
 from . import Row, bench_config, suite
 
+STORE_BAR = 1.5  # the store's time and memory over plain generation
+P2P_BAR = 1.15
 
-def _timed(fn, reps: int, sync=None) -> float:
-    fn()  # warm-up
-    if sync:
-        sync()
-    t = time.perf_counter()
-    for _ in range(reps):
+
+class ExplicitEverywhere(Controller):
+    """Asks for the attention probabilities of every layer and changes nothing: how the public
+    Prompt-to-Prompt code computes attention (the whole batch, every layer, explicit softmax)."""
+
+    def wants_probs(self, layer) -> bool:
+        return True
+
+
+class CpuMemory:
+    """Peak resident memory that a piece of work adds, on Linux (None elsewhere)."""
+
+    def __init__(self):
+        self.ok = Path("/proc/self/clear_refs").exists()
+        if self.ok:
+            try:  # large blocks mmapped and given back when freed, so the resident size follows the tensors
+                libc = ctypes.CDLL("libc.so.6")
+                libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
+                libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
+            except OSError:
+                self.ok = False
+
+    @staticmethod
+    def _status(field: str) -> float:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    def peak_added(self, fn) -> float | None:
+        if not self.ok:
+            fn()
+            return None
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark to the current resident size
+        before = self._status("VmRSS")
         fn()
-    if sync:
-        sync()
-    return (time.perf_counter() - t) / reps
+        return self._status("VmHWM") - before
+
+
+def model_bytes(pipe) -> int:
+    return sum(t.numel() * t.element_size() for m in (pipe.unet, pipe.vae, pipe.text_encoder)
+               for t in [*m.parameters(), *m.buffers()])
 
 
 def measure(pipe, prompts, blend_word: str, steps: int, reps: int, tag: str, device: str) -> list[Row]:
     z = initial_latents(pipe, 1, torch.Generator().manual_seed(0))
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    mem = {}
-
-    def run(name, fn):
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    run = dict(progress=False, output="latent")
+    variants = {
+        "plain": lambda: sample(pipe, prompts, steps, 7.5, latents=z, **run),
+        "p2p": lambda: p2p_edit(pipe, prompts[0], prompts[1:], P2PEdit(), steps, latents=z, **run),
+        "p2p+blend": lambda: p2p_edit(pipe, prompts[0], prompts[1:], P2PEdit(local_blend=[blend_word]), steps,
+                                      latents=z, **run),
+        "store": lambda: sample(pipe, prompts, steps, 7.5, latents=z, controllers=AttentionStore(kinds=("cross", "self")),
+                                **run),
+        "explicit": lambda: sample(pipe, prompts, steps, 7.5, latents=z, controllers=ExplicitEverywhere(), **run),
+    }
+    best, mem = {}, {}
+    cpu_mem = CpuMemory() if device == "cpu" else None
+    for fn in variants.values():  # warm-up
+        fn()
+    for name, fn in variants.items():  # the memory of one run
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        t = _timed(fn, reps, sync)
-        if device == "cuda":
-            mem[name] = torch.cuda.max_memory_allocated() / 2**30
-        return t
-
-    plain = run("plain", lambda: sample(pipe, prompts, steps, 7.5, latents=z, progress=False, output="latent"))
-    edit = run("p2p", lambda: p2p_edit(pipe, prompts[0], prompts[1:], P2PEdit(), steps, latents=z,
-                                        progress=False, output="latent"))
-    blend = run("p2p+blend", lambda: p2p_edit(pipe, prompts[0], prompts[1:], P2PEdit(local_blend=[blend_word]),
-                                               steps, latents=z, progress=False, output="latent"))
-    everywhere = run("explicit", lambda: sample(pipe, prompts, steps, 7.5, latents=z, progress=False, output="latent",
-                                                controllers=AttentionStore(kinds=("cross", "self"))))
-    rows = [Row("perf", f"{tag}: plain generation, batch {len(prompts)}", plain, " s", detail=f"{steps} steps"),
-            Row("perf", f"{tag}: P2P word swap / plain", edit / plain, "x", 1.15, higher_is_better=False),
-            Row("perf", f"{tag}: P2P + LocalBlend / plain", blend / plain, "x"),
-            Row("perf", f"{tag}: explicit attention in every layer / plain", everywhere / plain, "x",
+            fn()
+            sync()
+            mem[name] = torch.cuda.max_memory_allocated()
+        else:
+            added = cpu_mem.peak_added(fn)
+            if added is not None:
+                mem[name] = model_bytes(pipe) + added
+    for _ in range(reps):
+        for name, fn in variants.items():
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
+    plain = best["plain"]
+    ratio = lambda name: best[name] / plain
+    rows = [Row("perf", f"{tag}: plain generation, batch {len(prompts)}", plain, " s",
+                detail=f"{steps} steps, fastest of {reps}"),
+            Row("perf", f"{tag}: P2P word swap / plain", ratio("p2p"), "x", P2P_BAR, higher_is_better=False),
+            Row("perf", f"{tag}: P2P + LocalBlend / plain", ratio("p2p+blend"), "x"),
+            Row("perf", f"{tag}: attention store, every layer / plain", ratio("store"), "x", STORE_BAR,
+                higher_is_better=False, detail="cross and self maps, mean over the steps"),
+            Row("perf", f"{tag}: explicit attention in every layer / plain", ratio("explicit"), "x",
                 detail="how the public P2P code computes attention")]
-    for name, gb in mem.items():
-        rows.append(Row("perf", f"{tag}: peak GPU memory, {name}", gb, " GiB", 6 if name == "p2p" else None,
-                        higher_is_better=False))
+    if mem:
+        where = "GPU memory" if device == "cuda" else "memory (weights + peak added)"
+        rows.append(Row("perf", f"{tag}: peak {where}, plain", mem["plain"] / 2**30, " GiB"))
+        for name, bar in (("p2p", None), ("store", STORE_BAR), ("explicit", None)):
+            rows.append(Row("perf", f"{tag}: peak {where}, {name} / plain", mem[name] / mem["plain"], "x", bar,
+                            higher_is_better=False))
     return rows
 
 
 @suite("perf")
 def perf(smoke: bool | None = None) -> list[Row]:
+    from ..testing import random_pipeline
+
     cfg = bench_config(smoke)
     smoke = cfg.smoke
+    steps, reps = cfg.pick(50, 10), cfg.pick(3, 1)
     pipe = load_pipeline("tiny-sd", device="cpu", dtype="float32")
     prompts = ["a large red circle on a white background", "a large blue circle on a white background"]
-    rows = measure(pipe, prompts, "circle", cfg.pick(50, 10), 1 if smoke else 3, "tiny-sd, CPU", "cpu")
+    rows = measure(pipe, prompts, "circle", steps, reps, "tiny-sd, CPU", "cpu")
+    sd = random_pipeline("sd15", sample_size=32)
+    rows += measure(sd, prompts, "circle", steps, reps, "SD 1.5 architecture, reduced width, 32x32 latents, CPU",
+                    "cpu")
     if torch.cuda.is_available():
         from ..testing import full_size_sd_pipeline
         sd = full_size_sd_pipeline("sd15").to("cuda", torch.float16)

@@ -16,7 +16,6 @@ with a progress bar and is seeded.
 """
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,8 +270,3 @@ def load_concept(pipe, folder: str | Path, method: str, token: str | None = None
         pipe.load_textual_inversion(str(folder / "learned_embeds.safetensors"), token=token or TI_TOKEN)
         return pipe
     raise ValueError(f"unknown method {method!r}")
-
-
-def copy_pipeline(pipe):
-    """A deep copy (concept learning changes a pipeline in place)."""
-    return copy.deepcopy(pipe)

@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..attention import BatchLayout, Controller, Layer, attention_control
+from ..attention import BatchLayout, Controller, Layer, controlling
 from ..attention.features import FeatureStore, resolve_module
 from ..finetune import check_image, fit_unet, image_size, lora_copy, use_unet
 from ..inversion import ddim_invert
-from ..sampling import decode, encode, encode_text, guided_noise, to_pil
+from ..sampling import decode, denoise, encode, encode_text, to_pil
 
 
 @dataclass
@@ -307,10 +307,7 @@ class ReferenceLatentControl(Controller):
     def edit_qkv(self, layer: Layer, q, k, v):
         if self.step < self.start_step:
             return q, k, v
-        k, v = self.layout.split(k).clone(), self.layout.split(v).clone()
-        k[:, 1:] = k[:, :1]
-        v[:, 1:] = v[:, :1]
-        return q, self.layout.merge(k), self.layout.merge(v)
+        return q, self.layout.copy_source(k), self.layout.copy_source(v)
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -355,7 +352,6 @@ def optimize_latent(pipe, z_t: torch.Tensor, t, cond: torch.Tensor, handles: tor
     size = int(round(image_size(pipe) * supervision_scale(pipe, config)))
     unet = pipe.unet
     store = FeatureStore([config.feature_block], detach=False)
-    store.begin(BatchLayout(1, guidance=False), 1)
     resolve_module(unet, config.feature_block)
     m_lat = None
     if mask is not None:
@@ -364,7 +360,7 @@ def optimize_latent(pipe, z_t: torch.Tensor, t, cond: torch.Tensor, handles: tor
     start = handles.clone()
     losses, paths = [], [handles.cpu().numpy().copy()]
     it = 0
-    with attention_control(unet, store):
+    with controlling(unet, store, BatchLayout(1, guidance=False), num_steps=1):  # one timestep, t, throughout
         with torch.no_grad():
             eps0 = unet(z_t, t, encoder_hidden_states=cond).sample
             prev0 = pipe.scheduler.step(eps0, t, z_t).prev_sample.float()
@@ -397,30 +393,16 @@ def optimize_latent(pipe, z_t: torch.Tensor, t, cond: torch.Tensor, handles: tor
     return z.detach().to(z_t.dtype), handles, it, losses, paths
 
 
-@torch.no_grad()
 def denoise_from(pipe, latents: torch.Tensor, cond: torch.Tensor, start_index: int, num_inference_steps: int,
                  guidance_scale: float = 1.0, controllers: Sequence[Controller] = ()) -> torch.Tensor:
     """DDIM from the step index ``start_index`` (timestep ``timesteps[start_index]``) to the end, with
-    attention controllers told the step; returns the final latents."""
+    attention controllers told the step; returns the final latents (the course's one loop,
+    :func:`course_lib.sampling.denoise`, started late)."""
     n = latents.shape[0]
     cond = cond.expand(n, -1, -1) if cond.shape[0] == 1 else cond
     uncond = encode_text(pipe, [""] * n) if guidance_scale > 1.0 else None
-    pipe.scheduler.set_timesteps(num_inference_steps, device=latents.device)
-    timesteps = pipe.scheduler.timesteps[start_index:]
-    ctls = list(controllers)
-    for c in ctls:
-        c.begin(BatchLayout(n, guidance_scale > 1.0), num_inference_steps)
-    z = latents
-    try:
-        with attention_control(pipe.unet, ctls):
-            for i, t in enumerate(timesteps):
-                for c in ctls:
-                    c.set_step(start_index + i, int(t))
-                z = pipe.scheduler.step(guided_noise(pipe, z, t, cond, uncond, guidance_scale), t, z).prev_sample
-    finally:
-        for c in ctls:
-            c.end()
-    return z
+    return denoise(pipe, latents, cond, uncond, num_inference_steps, guidance_scale, start_index=start_index,
+                   controllers=list(controllers))
 
 
 def drag_edit(pipe, image, handles, targets, mask=None, prompt: str = "", config: DragConfig | None = None,

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..finetune import check_image, fit_unet, lora_copy, trainable_copy, use_unet
-from ..sampling import decode, encode, encode_text, guided_noise, initial_latents, to_pil
+from ..sampling import decode, denoise, encode, encode_text, initial_latents, to_pil
 
 ETA_RANGE = (0.0, 1.5)
 
@@ -170,9 +170,7 @@ def sample_embeddings(pipe, cond: torch.Tensor, latents: torch.Tensor, num_infer
     cond = cond.to(device, dtype)
     uncond = encode_text(pipe, [""] * n).to(dtype) if guidance_scale > 1.0 else None
     z = latents.expand(n, -1, -1, -1).to(device, dtype) if latents.shape[0] == 1 else latents.to(device, dtype)
-    pipe.scheduler.set_timesteps(num_inference_steps, device=device)
-    for t in tqdm(pipe.scheduler.timesteps, desc="DDIM", disable=not progress, leave=False):
-        z = pipe.scheduler.step(guided_noise(pipe, z, t, cond, uncond, guidance_scale), t, z).prev_sample
+    z = denoise(pipe, z, cond, uncond, num_inference_steps, guidance_scale, progress=progress)
     return decode(pipe, z.to(pipe.vae.dtype))
 
 

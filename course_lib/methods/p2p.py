@@ -52,6 +52,14 @@ class P2PEdit:
         if self.kind == "reweight" and not self.reweight:
             raise ValueError("a 'reweight' edit needs reweight={'word': scale}")
 
+    def step_windows(self, num_steps: int) -> dict[str, int]:
+        """The fractions as step indices for a run of ``num_steps`` steps: cross-attention maps are
+        replaced in steps ``< cross``, self-attention maps injected in steps ``< self``, and LocalBlend
+        acts from step ``blend_from`` on."""
+        steps = lambda fraction: int(round(fraction * num_steps))
+        return {"cross": steps(self.cross_replace_steps), "self": steps(self.self_replace_steps),
+                "blend_from": steps(self.blend_start)}
+
 
 def tokens(tokenizer, prompt: str) -> list[str]:
     return [t.replace("</w>", "") for t in tokenizer.convert_ids_to_tokens(tokenizer(prompt).input_ids)]
@@ -90,7 +98,10 @@ def refine_mapping(tokenizer, source: str, target: str, length: int) -> tuple[to
 
 
 class P2PController(Controller):
-    def __init__(self, pipe, prompts: Sequence[str], edit: P2PEdit, num_steps: int):
+    """The edit as a controller: built from the pipeline (tokenizer, latent size), the prompts and the
+    edit; its step windows are set when a run begins (:meth:`begin`, from the run's step count)."""
+
+    def __init__(self, pipe, prompts: Sequence[str], edit: P2PEdit):
         super().__init__()
         if len(prompts) < 2:
             raise ValueError("Prompt-to-Prompt needs a source prompt and at least one target prompt")
@@ -111,9 +122,6 @@ class P2PController(Controller):
             alphas.append(a)
             eqs.append(eq)
         self.mappers, self.alphas, self.equalizers = torch.stack(mappers), torch.stack(alphas), torch.stack(eqs)
-        self.blend_from = int(round(edit.blend_start * num_steps))
-        self.cross_until = int(round(edit.cross_replace_steps * num_steps))
-        self.self_until = int(round(edit.self_replace_steps * num_steps))
         side = pipe.unet.config.sample_size
         self.self_max_res = max(1, int(side * edit.self_resolution_fraction))
         self.blend_res = max(side // 4, min(8, side))
@@ -129,6 +137,15 @@ class P2PController(Controller):
             if not self.blend_words.any():
                 raise ValueError(f"none of the LocalBlend words {list(edit.local_blend)} is in the prompts")
         self.step_maps: list[torch.Tensor] = []
+
+    def begin(self, layout, num_steps: int):
+        super().begin(layout, num_steps)
+        w = self.step_windows(num_steps)
+        self.cross_until, self.self_until, self.blend_from = w["cross"], w["self"], w["blend_from"]
+
+    def step_windows(self, num_steps: int) -> dict[str, int]:
+        """``cross``, ``self`` and ``blend_from`` as step indices (see :meth:`P2PEdit.step_windows`)."""
+        return self.edit.step_windows(num_steps)
 
     # cross-attention: maps replaced, aligned or re-weighted within the window
     def wants_probs(self, layer: Layer) -> bool:
@@ -157,14 +174,12 @@ class P2PController(Controller):
     # self-attention: SDPA(q_src, k_src, v_tgt) in low-resolution layers within the window
     def edit_qkv(self, layer: Layer, q, k, v):
         if layer.is_self and self.step < self.self_until and layer.resolution <= self.self_max_res:
-            q, k = self.layout.split(q).clone(), self.layout.split(k).clone()
-            q[-1, 1:] = q[-1, :1]
-            k[-1, 1:] = k[-1, :1]
-            q, k = self.layout.merge(q), self.layout.merge(k)
+            q = self.layout.copy_source(q, conditional_only=True)
+            k = self.layout.copy_source(k, conditional_only=True)
         return q, k, v
 
-    def set_step(self, index: int, timestep=None):
-        super().set_step(index, timestep)
+    def set_step(self, index: int):
+        super().set_step(index)
         self.step_maps = []
 
     def blend_mask(self, latent_hw: tuple[int, int]) -> torch.Tensor | None:
@@ -206,7 +221,7 @@ def p2p_edit(pipe, source_prompt: str, target_prompts: str | Sequence[str], edit
     edit = edit or P2PEdit()
     targets = [target_prompts] if isinstance(target_prompts, str) else list(target_prompts)
     prompts = [source_prompt, *targets]
-    ctl = P2PController(pipe, prompts, edit, num_inference_steps)
+    ctl = P2PController(pipe, prompts, edit)
     return sample(pipe, prompts, num_inference_steps, guidance_scale, latents=latents, generator=generator,
                   uncond_embeddings=uncond_embeddings, callback=ctl.blend_latents, controllers=ctl,
                   progress=progress, output=output)

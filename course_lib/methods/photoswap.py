@@ -82,20 +82,26 @@ class PhotoswapController(P2PController):
     phi is swapped here in :meth:`edit_output`.
     """
 
-    def __init__(self, pipe, source_prompt: str, target_prompt: str, config: PhotoswapConfig, num_steps: int):
-        lam = config.steps(num_steps)
+    def __init__(self, pipe, source_prompt: str, target_prompt: str, config: PhotoswapConfig):
         same_length = len(tokens(pipe.tokenizer, source_prompt)) == len(tokens(pipe.tokenizer, target_prompt))
-        edit = P2PEdit(kind="swap" if same_length else "refine",
-                       cross_replace_steps=lam["lambda_A"] / num_steps,
-                       self_replace_steps=lam["lambda_M"] / num_steps,
-                       local_blend=config.local_blend, blend_threshold=config.blend_threshold,
-                       blend_start=config.blend_start,
-                       self_resolution_fraction=config.self_resolution_fraction)
-        super().__init__(pipe, [source_prompt, target_prompt], edit, num_steps)
+        # the P2P edit says how the cross maps are aligned and where LocalBlend acts; its step windows
+        # are the lambdas (:meth:`step_windows`), not fractions
+        edit = P2PEdit(kind="swap" if same_length else "refine", local_blend=config.local_blend,
+                       blend_threshold=config.blend_threshold, blend_start=config.blend_start)
+        super().__init__(pipe, [source_prompt, target_prompt], edit)
         self.config = config
-        self.lambdas = lam
-        self.cross_until, self.self_until, self.phi_until = lam["lambda_A"], lam["lambda_M"], lam["lambda_phi"]
         self.self_max_res = max(1, int(round(pipe.unet.config.sample_size * config.self_resolution_fraction)))
+
+    def begin(self, layout, num_steps: int):
+        super().begin(layout, num_steps)
+        self.phi_until = self.step_windows(num_steps)["phi"]
+
+    def step_windows(self, num_steps: int) -> dict[str, int]:
+        """The swaps' windows in steps: A in steps ``< cross`` (lambda_A), M in ``< self`` (lambda_M),
+        phi in ``< phi`` (lambda_phi); LocalBlend from ``blend_from`` on."""
+        lam = self.config.steps(num_steps)
+        return {"cross": lam["lambda_A"], "self": lam["lambda_M"], "phi": lam["lambda_phi"],
+                "blend_from": self.edit.step_windows(num_steps)["blend_from"]}
 
     def _self_swapped(self, layer: Layer) -> bool:
         return layer.is_self and layer.resolution <= self.self_max_res
@@ -109,9 +115,7 @@ class PhotoswapController(P2PController):
     def edit_output(self, layer: Layer, out):
         # phi swap: the target's self-attention output is the source's (it contains M as well)
         if self._self_swapped(layer) and self.step < self.phi_until:
-            x = self.layout.split(out).clone()
-            x[-1, 1:] = x[-1, :1]
-            out = self.layout.merge(x)
+            out = self.layout.copy_source(out, conditional_only=True)
         return out
 
 
@@ -154,7 +158,7 @@ def photoswap(pipe, source_prompt: str, target_prompt: str, config: PhotoswapCon
     if image is not None and latents is None:
         latents, uncond_embeddings = invert_source(pipe, image, source_prompt, num_inference_steps, guidance_scale,
                                                    inversion, progress)
-    ctl = PhotoswapController(pipe, source_prompt, target_prompt, config, num_inference_steps)
+    ctl = PhotoswapController(pipe, source_prompt, target_prompt, config)
     return sample(pipe, [source_prompt, target_prompt], num_inference_steps, guidance_scale, latents=latents,
                   generator=generator, uncond_embeddings=uncond_embeddings, callback=ctl.blend_latents, controllers=ctl,
                   progress=progress, output=output)

@@ -33,27 +33,34 @@ class PnPConfig:
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} is a fraction of the steps in [0, 1], got {v}")
 
+    def step_windows(self, num_steps: int) -> dict[str, int]:
+        """tau_f and tau_A as step indices: features are injected in steps ``< feature``, self-attention
+        queries and keys in steps ``< attention``."""
+        return {"feature": int(round(self.feature_steps * num_steps)),
+                "attention": int(round(self.attention_steps * num_steps))}
+
 
 class PnPController(FeatureController):
-    def __init__(self, config: PnPConfig, num_steps: int):
+    """Injects the source's (prompt 0's) features and self-attention queries and keys into the targets,
+    in both halves of a guided batch, within the config's step windows."""
+
+    def __init__(self, config: PnPConfig):
         super().__init__(config.feature_layers)
         self.config = config
-        self.feature_until = int(round(config.feature_steps * num_steps))
-        self.attention_until = int(round(config.attention_steps * num_steps))
+
+    def begin(self, layout, num_steps: int):
+        super().begin(layout, num_steps)
+        w = self.config.step_windows(num_steps)
+        self.feature_until, self.attention_until = w["feature"], w["attention"]
 
     def on_feature(self, name, output):
         if self.step >= self.feature_until:
             return None
-        x = self.layout.split(output).clone()  # (halves, n, C, H, W)
-        x[:, 1:] = x[:, :1]
-        return self.layout.merge(x)
+        return self.layout.copy_source(output)
 
     def edit_qkv(self, layer: Layer, q, k, v):
         if layer.is_self and layer.place in self.config.attention_places and self.step < self.attention_until:
-            q, k = self.layout.split(q).clone(), self.layout.split(k).clone()
-            q[:, 1:] = q[:, :1]
-            k[:, 1:] = k[:, :1]
-            q, k = self.layout.merge(q), self.layout.merge(k)
+            q, k = self.layout.copy_source(q), self.layout.copy_source(k)
         return q, k, v
 
 
@@ -70,7 +77,7 @@ def pnp_translate(pipe, image, target_prompts: str | Sequence[str], source_promp
     traj = trajectory or ddim_invert(pipe, image, source_prompt, num_inference_steps, 1.0, progress=progress)
     if len(traj) != num_inference_steps + 1:
         raise ValueError(f"the trajectory has {len(traj) - 1} steps, sampling uses {num_inference_steps}")
-    ctl = PnPController(config, num_inference_steps)
+    ctl = PnPController(config)
 
     def hold_source(i, t, z):  # the source branch follows the inverted trajectory exactly
         z = z.clone()
