@@ -33,7 +33,7 @@ def test_scores_tell_redrawn_scenery_from_kept_scenery():
         records.append(r)
     s = summary(records)
     assert s["psnr_naive"] < 22 and s["iou_naive"] < 0.6
-    assert s["naive_fails"] >= 0.75 and s["method_keeps"] == 1.0
+    assert s["naive_fails"] >= 0.75 and s["method_keeps"] == 1.0 and s["both"] == s["naive_fails"]
     # on a plain world there is no free content: IoU 1 both ways, and only PSNR speaks
     plain = make_scene(10_000_000, n_objects=1).spec
     img = render_spec(plain).image
