@@ -174,17 +174,22 @@ def match_shape(mask: np.ndarray) -> tuple[str, float, dict[str, float]]:
 BACKGROUND_FIT = 0.85  # share of the background pixels the named background must explain to be read plainly
 
 
+@lru_cache(maxsize=64)
+def _background_grey(background: str, size: int) -> np.ndarray:
+    """The named background drawn alone at ``size`` pixels, as grey levels 0-255 (read-only)."""
+    from .world import background_image
+
+    g = np.asarray(background_image(background, size), dtype=np.float32).mean(-1)
+    g.setflags(write=False)
+    return g
+
+
 def _background_fits(a: np.ndarray, bgmask: np.ndarray) -> dict[str, float]:
     """For each named background, the share of the pixels in ``bgmask`` within ``SCENERY_TOL`` grey
     levels of that background drawn alone at that place."""
-    from .world import background_image
-
     gray = a.mean(-1) * 255.0
-    fits = {}
-    for b in V.BACKGROUNDS:
-        ref = np.asarray(background_image(b, a.shape[0]), dtype=np.float32).mean(-1)
-        fits[b] = float((np.abs(gray - ref) <= SCENERY_TOL)[bgmask].mean()) if bgmask.any() else 0.0
-    return fits
+    return {b: float((np.abs(gray - _background_grey(b, a.shape[0])) <= SCENERY_TOL)[bgmask].mean())
+            if bgmask.any() else 0.0 for b in V.BACKGROUNDS}
 
 
 def _background(a: np.ndarray, bgmask: np.ndarray) -> str:
@@ -304,10 +309,7 @@ def read_scenery(image, background: str) -> np.ndarray:
     (not an object's saturated colour) and more than ``SCENERY_TOL`` grey levels away from the named
     ``background`` at that place. Bool HxW. On a plain scene it is (nearly) empty; comparing it
     between a source and an edit tells whether the ground, hills, clouds and pebbles stayed put."""
-    from .world import background_image
-
     a = _to_array(image)
     _, s, v = _hsv(a)
     grey = ~((s >= SAT_MIN) & (v >= VAL_MIN))
-    ref = np.asarray(background_image(background, a.shape[0]), dtype=np.float32).mean(-1) / 255.0
-    return grey & (np.abs(a.mean(-1) - ref) * 255.0 > SCENERY_TOL)
+    return grey & (np.abs(a.mean(-1) - _background_grey(background, a.shape[0]) / 255.0) * 255.0 > SCENERY_TOL)
