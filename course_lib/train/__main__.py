@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from ..shapes.scenery import WORLDS
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
@@ -48,7 +50,7 @@ def main(argv=None):
                         "in runs/unet-text (starts from runs/unet's EMA weights when they exist)")
     p.add_argument("--text-lr-scale", type=float, default=0.5,
                    help="unet --train-text: the text encoder's learning rate as a multiple of --lr")
-    p.add_argument("--world", default="plain", choices=["plain", "ground", "hills", "clutter"],
+    p.add_argument("--world", default="plain", choices=WORLDS,
                    help="vae, unet: the scenes' unnamed free content (course_lib.shapes.scenery; plain: none)")
     p.add_argument("--edge-weight", type=float, default=0.0, help="vae: weight of the edge loss (sharp outlines)")
     p.add_argument("--seed", type=int, default=0)

@@ -184,7 +184,8 @@ def train_unet(out: Path | None = None, minutes: float = 100, steps: int = 12000
     vae_dir = RUNS / "vae" / "final" if (RUNS / "vae" / "final").exists() else MODELS / "tiny-sd" / "vae"
     cache_dir = RUNS / "unet" if train_text else out
     cache_dir.mkdir(parents=True, exist_ok=True)
-    d = prepare_cache(clip_dir, vae_dir, n_scenes, cache_dir / "cache.safetensors", world, acc.device)
+    cache = cache_dir / ("cache.safetensors" if world == "plain" else f"cache-{world}.safetensors")  # one per world
+    d = prepare_cache(clip_dir, vae_dir, n_scenes, cache, world, acc.device)
     latents = d["latents"].float() * d["scaling"]
     embs, index, null = d["embeddings"], d["index"], int(d["null"])
     draw = scene_weights(scene_dataset(n_scenes, world=world)[1], oversample) if oversample else None
