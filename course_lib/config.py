@@ -115,3 +115,12 @@ class CourseConfig:
 
 def get_config() -> CourseConfig:
     return CourseConfig.from_env()
+
+
+def keep_global_rng():
+    """A ``with`` block after which torch's global random generators (CPU and CUDA) are as they were
+    before it: library code that must draw from them (a layer's random initialisation before its
+    weights are loaded, peft's adapter initialisation) runs inside one, so that a learner's
+    ``torch.manual_seed`` is never moved by a library call."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return torch.random.fork_rng(devices=devices)

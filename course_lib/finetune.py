@@ -16,41 +16,25 @@ import contextlib
 import copy
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
+
+from . import checks
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def image_size(pipe) -> int:
     """The side in pixels of the images the pipeline's UNet is trained for (64 for tiny-sd, 512 for SD 1.5)."""
-    size = pipe.unet.config.sample_size
-    size = size if isinstance(size, int) else size[0]
-    return size * pipe.vae_scale_factor
+    return checks.model_size(pipe)
 
 
 def check_image(pipe, image) -> Image.Image:
-    """The input image as RGB PIL at the pipeline's size, or a clear error.
-
-    Documented conversions: RGBA, LA, L, P and CMYK images are converted to RGB (transparent pixels
-    become whatever colour they store); uint8 HxWx3 arrays become PIL images. A wrong size is an
-    error, not a silent resize: a drag's points are given in the image's pixels, so resize (or
-    crop) the image yourself, e.g. ``image.resize((size, size))``.
-    """
-    size = image_size(pipe)
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-            raise ValueError(f"an image array must be HxWx3 (or x4) uint8, got shape {image.shape}, dtype {image.dtype}")
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image or an HxWx3 uint8 array, got {type(image).__name__}")
-    if image.mode not in ("RGB", "RGBA", "LA", "L", "P", "CMYK"):
-        raise ValueError(f"image mode {image.mode!r} is not supported; convert it to RGB first")
-    if image.size != (size, size):
-        raise ValueError(f"the image is {image.size[0]}x{image.size[1]} but this model works at {size}x{size}; "
-                         f"resize or crop it first, e.g. image.resize(({size}, {size}))")
-    return image.convert("RGB") if image.mode != "RGB" else image
+    """The input image as RGB PIL at the pipeline's size, or a clear error (:func:`course_lib.checks.image`:
+    PIL of any mode, uint8 0..255 or float 0..1 arrays and tensors; transparent pixels laid over white).
+    A wrong size is an error, not a silent resize: a drag's points are given in the image's pixels, so
+    resize (or crop) the image yourself, e.g. ``image.resize((size, size))``."""
+    return checks.pipe_image(pipe, image)
 
 
 def add_noise(pipe, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

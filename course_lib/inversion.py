@@ -11,6 +11,7 @@ import torch
 from diffusers import DDIMInverseScheduler
 from tqdm.auto import tqdm
 
+from . import checks
 from .sampling import encode, encode_text, guided_noise
 
 
@@ -20,11 +21,14 @@ def ddim_invert(pipe, image, prompt: str = "", num_inference_steps: int = 50, gu
     """The DDIM inversion trajectory [z_0, z_1, ..., z_T] of one image (z_0 its VAE latent).
 
     ``trajectory[-1]`` is the starting latent that regenerates the image with :func:`sampling.sample`
-    at the same prompt, step count and guidance.
+    at the same prompt, step count and guidance. ``image``: one image at the model's size, in any form
+    :func:`course_lib.checks.image_tensor` accepts (uint8 is 0..255, float 0..1).
     """
-    z = encode(pipe, image)
+    num_inference_steps = checks.steps(num_inference_steps)
+    guidance_scale = checks.guidance(guidance_scale)
+    z = encode(pipe, checks.pipe_image_tensor(pipe, image))
     cond = encode_text(pipe, prompt)
-    uncond = encode_text(pipe, "") if guidance_scale > 1.0 else None
+    uncond = encode_text(pipe, "") if checks.is_guided(guidance_scale) else None
     inv = DDIMInverseScheduler.from_config(pipe.scheduler.config)
     inv.set_timesteps(num_inference_steps, device=z.device)
     traj = [z]
@@ -54,7 +58,9 @@ def null_text_inversion(pipe, image, prompt: str, num_inference_steps: int = 50,
     inner steps reconstructed at about 40 dB and let 8% of the shape swaps through, 3 steps 36-37 dB
     and 58%, 1 step 30-32 dB and 67%.
     """
+    inner_steps = checks.steps(inner_steps, "inner_steps")
     traj = ddim_invert(pipe, image, prompt, num_inference_steps, 1.0, progress=False)
+    guidance_scale = checks.guidance(guidance_scale)
     cond = encode_text(pipe, prompt)
     uncond = encode_text(pipe, "")
     pipe.scheduler.set_timesteps(num_inference_steps, device=cond.device)

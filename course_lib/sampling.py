@@ -17,6 +17,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import checks
+
 
 def _device_dtype(pipe):
     return pipe.unet.device, pipe.unet.dtype
@@ -24,8 +26,9 @@ def _device_dtype(pipe):
 
 @torch.no_grad()
 def encode_text(pipe, prompts: str | Sequence[str]) -> torch.Tensor:
-    """Hidden states of the text encoder for each prompt, padded to the tokenizer's max length."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    """Hidden states of the text encoder for each prompt, padded to the tokenizer's max length. A
+    prompt longer than the encoder's window is an error (:func:`course_lib.checks.prompt`), not cut off."""
+    prompts = checks.prompts(pipe.tokenizer, prompts)
     tok = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt")
     device, dtype = _device_dtype(pipe)
@@ -64,14 +67,21 @@ def encode(pipe, images, generator=None) -> torch.Tensor:
 
 
 def to_tensor(images) -> torch.Tensor:
-    """PIL image, list of them, or HxWx3 uint8 array(s) -> float N x 3 x H x W in [0, 1]."""
+    """PIL image, list of them, or H x W x 3 array(s) (N x H x W x 3 for a batch) -> float N x 3 x H x W
+    in [0, 1]. The dtype decides the range (:mod:`course_lib.checks`): uint8 is 0..255, float 0..1; a
+    tensor is taken as N x 3 x H x W (or 3 x H x W) already in 0..1 (uint8 tensors are divided by 255)."""
     if torch.is_tensor(images):
-        return images if images.ndim == 4 else images[None]
+        t = images if images.ndim == 4 else images[None]
+        return t.float() / 255.0 if t.dtype == torch.uint8 else t
     if isinstance(images, (Image.Image, np.ndarray)):
-        images = [images]
-    arrs = [np.asarray(im.convert("RGB") if isinstance(im, Image.Image) else im, dtype=np.float32) for im in images]
-    t = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
-    return t / 255.0 if t.max() > 1.5 else t
+        images = images if isinstance(images, np.ndarray) and images.ndim == 4 else [images]
+    arrs = [np.asarray(im.convert("RGB")) if isinstance(im, Image.Image) else np.asarray(im) for im in images]
+    a = np.stack(arrs)
+    if a.dtype == bool:
+        raise TypeError("a bool array is a mask, not an image")
+    integer = np.issubdtype(a.dtype, np.integer)
+    t = torch.from_numpy(a.astype(np.float32)).permute(0, 3, 1, 2)
+    return t / 255.0 if integer else t
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -86,7 +96,7 @@ def guided_noise(pipe, latents: torch.Tensor, t, cond: torch.Tensor, uncond: tor
 
     ``extra_channels`` (n x c x h x w) are concatenated to the latents as further input channels
     (Paint by Example's masked-image latent and mask)."""
-    guided = uncond is not None and guidance_scale > 1.0
+    guided = uncond is not None and checks.is_guided(guidance_scale)
     x = torch.cat([latents, latents]) if guided else latents
     x = pipe.scheduler.scale_model_input(x, t)
     if extra_channels is not None:
@@ -109,7 +119,8 @@ def denoise(pipe, latents: torch.Tensor, cond: torch.Tensor, uncond=None, num_in
     ``latents``: n starting latents, at ``timesteps[start_index]`` (0: pure noise z_T; DragDiffusion
     starts later). ``cond``: n condition embeddings (text, or Paint by Example's image token).
     ``uncond``: the unconditional embedding for classifier-free guidance, or one per step (null-text
-    inversion); ``None`` or ``guidance_scale <= 1``: no guidance. ``extra_channels``: more UNet input
+    inversion); ``None`` or ``guidance_scale == 1``: no guidance (s < 1 mixes towards the unconditional
+    prediction by the same formula; s = 0 is the unconditional model). ``extra_channels``: more UNet input
     channels (see :func:`guided_noise`). ``controllers``: attention or feature controllers
     (:mod:`course_lib.attention`), installed for this loop only. ``callback(i, t, latents)`` runs
     after step ``i``; a tensor it returns becomes the latents (LocalBlend, Plug-and-Play's source
@@ -118,7 +129,11 @@ def denoise(pipe, latents: torch.Tensor, cond: torch.Tensor, uncond=None, num_in
     from .attention import BatchLayout, controlling
 
     n = latents.shape[0]
-    guided = uncond is not None and guidance_scale > 1.0
+    num_inference_steps = checks.steps(num_inference_steps)
+    guidance_scale = checks.guidance(guidance_scale)
+    if not 0 <= start_index < num_inference_steps:
+        raise ValueError(f"start_index must be in 0..{num_inference_steps - 1}, got {start_index}")
+    guided = uncond is not None and checks.is_guided(guidance_scale)
     # 1. the timesteps (all of them; the loop walks them from start_index)
     pipe.scheduler.set_timesteps(num_inference_steps, device=latents.device)
     timesteps = pipe.scheduler.timesteps
@@ -155,14 +170,20 @@ def sample(pipe, prompt: str | Sequence[str], num_inference_steps: int = 50, gui
     ``callback(step_index, t, latents)`` runs after each step; if it returns a tensor, that becomes
     the latents (LocalBlend and Plug-and-Play's source branch use this). ``controllers``: attention
     controllers (:mod:`course_lib.attention`) installed for this call and told the step index.
+    ``guidance_scale``: 1 samples the conditional model, 0 the unconditional one, above 1 guides
+    (eps_u + s (eps_c - eps_u)); diffusers' pipeline skips guidance for every s <= 1, this loop only at 1.
     Returns PIL images (or a [0, 1] tensor with ``output="tensor"``, or latents with ``output="latent"``).
     """
     # 1. the prompts' embeddings, and the negative prompts' for guidance
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    num_inference_steps = checks.steps(num_inference_steps)
+    guidance_scale = checks.guidance(guidance_scale)
+    if output not in ("pil", "tensor", "latent"):
+        raise ValueError(f"output must be 'pil', 'tensor' or 'latent', got {output!r}")
+    prompts = checks.prompts(pipe.tokenizer, prompt)
     n = len(prompts)
     cond = encode_text(pipe, prompts)
     uncond = None
-    if guidance_scale > 1.0:
+    if checks.is_guided(guidance_scale):
         negs = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
         uncond = encode_text(pipe, negs) if uncond_embeddings is None else list(uncond_embeddings)
     # 2. the starting latents z_T

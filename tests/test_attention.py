@@ -244,12 +244,14 @@ def test_step_windows_are_a_function_of_the_config_and_the_run_s_step_count(pipe
     ctl = P2PController(pipe, ["a red circle", "a blue circle"], edit)
     for steps in (20, 8):
         ctl.begin(BatchLayout(2), steps)
-        assert (ctl.cross_until, ctl.self_until, ctl.blend_from) == (round(steps / 2), round(steps / 4),
-                                                                      round(steps / 5))
+        # the reference code's counts: int(f (T + 1)) cross steps, int(f T) self and blend steps
+        assert (ctl.cross_until, ctl.self_until, ctl.blend_from) == (int(0.5 * (steps + 1)), int(0.25 * steps),
+                                                                      int(0.2 * steps))
     ps = PhotoswapController(pipe, "a red circle", "a blue circle", PhotoswapConfig(lambda_phi=2))
     ps.begin(BatchLayout(2), 50)
-    assert (ps.cross_until, ps.self_until, ps.phi_until) == (20, 25, 2)  # the paper's lambda_A, lambda_M
-    assert ps.step_windows(10) == {"cross": 4, "self": 5, "phi": 2, "blend_from": 2}
+    # the paper's lambda_A, lambda_M; phi in steps 0..lambda_phi (the reference code's <=)
+    assert (ps.cross_until, ps.self_until, ps.phi_until) == (20, 25, 3)
+    assert ps.step_windows(10) == {"cross": 4, "self": 5, "phi": 3, "blend_from": 2}
     assert PnPConfig(feature_steps=0.8, attention_steps=0.5).step_windows(10) == {"feature": 8, "attention": 5}
     pnp = PnPController(PnPConfig())
     pnp.begin(BatchLayout(2), 5)

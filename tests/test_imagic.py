@@ -59,8 +59,9 @@ def test_check_image_conversions_and_errors(random_tiny):
         check_image(random_tiny, Image.new("I;16", (64, 64)))
     with pytest.raises(TypeError):
         check_image(random_tiny, "image.png")
-    with pytest.raises(ValueError, match="uint8"):
-        check_image(random_tiny, np.zeros((64, 64, 3), np.float32))
+    assert check_image(random_tiny, np.zeros((64, 64, 3), np.float32)).size == (64, 64)  # float: 0..1
+    with pytest.raises(ValueError, match="divide a 0..255 image by 255"):
+        check_image(random_tiny, np.full((64, 64, 3), 128.0, np.float32))
 
 
 def test_embedding_optimisation_lowers_the_loss_and_leaves_the_model(random_tiny):

@@ -12,6 +12,7 @@ from course_lib.models import load_clip
 from course_lib.shapes import make_scene, single_object
 from course_lib.shapes.world import background_image
 from course_lib.testing import random_pipeline
+from course_lib.methods.pbe.inpaint import check_reference
 
 
 @pytest.fixture(scope="module")
@@ -125,16 +126,18 @@ def test_bad_inputs_are_refused_or_converted(clip):
     model, _, proc = clip
     p = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")
     image, m, ref = scene_inputs()
-    with pytest.raises(ValueError, match="mask is 32x32, the image 64x64"):
+    with pytest.raises(ValueError, match="is 32x32 but the image is 64x64"):
         paint_by_example(p, image, np.ones((32, 32), bool), ref, num_inference_steps=1)
     with pytest.raises(ValueError, match="mask is empty"):
         paint_by_example(p, image, np.zeros((64, 64), bool), ref, num_inference_steps=1)
+    assert check_mask(np.ones((64, 64, 3)), 64).all()  # H x W x C: the first channel (documented)
     with pytest.raises(ValueError, match="one channel"):
-        check_mask(np.ones((64, 64, 3)), 64)
-    with pytest.raises(ValueError, match="paints 64x64"):
+        check_mask(np.ones((2, 64, 64, 3)), 64)
+    with pytest.raises(ValueError, match="48x48 but this model works at 64x64"):
         paint_by_example(p, image.resize((48, 48)), m, ref, num_inference_steps=1)
-    with pytest.raises(TypeError, match="reference must be a PIL image"):
-        paint_by_example(p, image, m, np.asarray(ref), num_inference_steps=1)
+    with pytest.raises(TypeError, match="reference must be a PIL image, a NumPy array or a tensor"):
+        paint_by_example(p, image, m, "star.png", num_inference_steps=1)
+    assert check_reference(np.asarray(ref)).size == ref.size  # a uint8 array, as drag and Imagic take
     # documented conversions: a grey / RGBA / palette reference of any size, a PIL mask of any mode
     z = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(0))
     base = paint_by_example(p, image, m, ref, num_inference_steps=1, latents=z, output="latent")

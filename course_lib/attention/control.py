@@ -222,14 +222,14 @@ def attention_control(unet, controllers: Controller | Iterable[Controller]):
     procs = {name: (CourseAttnProcessor(layers[name], ctls) if name in layers else proc)
              for name, proc in original.items()}
     unet.set_attn_processor(dict(procs))
-    attached = []
+    tried = []
     try:
         for c in ctls:
+            tried.append(c)  # detached on exit even if its attach raised half-way
             c.attach(unet)
-            attached.append(c)
         yield ctls[0] if len(ctls) == 1 else ctls
     finally:
-        for c in attached:
+        for c in tried:
             c.detach()
         unet.set_attn_processor(dict(original))
 

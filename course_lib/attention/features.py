@@ -6,6 +6,7 @@ motion on them. Hooks are installed by :func:`course_lib.attention.attention_con
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import torch
@@ -18,8 +19,14 @@ def resolve_module(unet, name: str) -> torch.nn.Module:
     try:
         return unet.get_submodule(name)
     except AttributeError:
-        resnets = [n for n, _ in unet.named_modules() if n.count(".") == 2 and ".resnets." in n]
-        raise ValueError(f"the UNet has no module {name!r}; residual blocks: {resnets}") from None
+        raise ValueError(f"the UNet has no module {name!r}; its residual blocks are {residual_blocks(unet)}") from None
+
+
+def residual_blocks(unet) -> list[str]:
+    """The names of the UNet's residual blocks (``down_blocks.0.resnets.0`` ... ``mid_block.resnets.0`` ...
+    ``up_blocks.3.resnets.2``), in order."""
+    return [n for n, _ in unet.named_modules()
+            if re.fullmatch(r"(down_blocks|up_blocks)\.\d+\.resnets\.\d+|mid_block\.resnets\.\d+", n)]
 
 
 class FeatureController(Controller):
@@ -31,8 +38,8 @@ class FeatureController(Controller):
         self._handles = []
 
     def attach(self, unet):
-        for name in self.modules:
-            mod = resolve_module(unet, name)
+        mods = [(name, resolve_module(unet, name)) for name in self.modules]  # all found before any hook
+        for name, mod in mods:
             self._handles.append(mod.register_forward_hook(
                 lambda m, args, out, name=name: self.on_feature(name, out)))
 

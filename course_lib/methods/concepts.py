@@ -16,6 +16,7 @@ with a progress bar and is seeded.
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..config import keep_global_rng
 from ..sampling import encode, encode_text, sample
 from ..shapes import vocab as V
 from ..shapes.world import concept_scene
@@ -132,6 +134,12 @@ def learn_concept(pipe, data: ConceptData | None = None, config: ConceptTraining
     DreamBooth / LoRA train the UNet (all of it / adapters) with prior preservation; Textual
     Inversion adds ``config.token`` to the tokenizer and trains its embedding only.
     Returns ``(pipe, losses)``.
+
+    Nothing is left half-changed: when the run raises or is interrupted (Ctrl-C, a stopped kernel),
+    the pipeline is put back as it was — the LoRA adapter removed, DreamBooth's UNet weights restored
+    (a copy is kept on the CPU during training: one more UNet in memory), Textual Inversion's token and
+    embedding table removed — and the UNet and text encoder are back in eval mode without gradients.
+    Draws come from generators seeded by ``config.seed``; torch's global generator is not touched.
     """
     config = config or ConceptTraining()
     ti = config.method == "textual_inversion"
@@ -140,12 +148,46 @@ def learn_concept(pipe, data: ConceptData | None = None, config: ConceptTraining
     data = data or concept_references(token=token)
     if token not in data.prompts[0].split():
         raise ValueError(f"the instance prompts do not contain the concept token {token!r}: {data.prompts[0]!r}")
-    torch.manual_seed(config.seed)
-    device = pipe.unet.device
     unet, text_encoder, tok = pipe.unet, pipe.text_encoder, pipe.tokenizer
     dtype = unet.dtype
     if dtype != torch.float32:
         raise ValueError("train in float32 (load the pipeline with dtype='float32')")
+    saved = {"unet": {k: v.detach().to("cpu", copy=True) for k, v in unet.state_dict().items()}
+             if config.method == "dreambooth" else None,
+             "tokenizer": copy.deepcopy(tok) if ti else None,
+             "embeddings": text_encoder.get_input_embeddings(), "vocab_size": text_encoder.config.vocab_size,
+             "adapters": set(getattr(unet, "peft_config", None) or {})}
+    try:
+        return _learn(pipe, data, config, token, ti, progress)
+    except BaseException:
+        _restore(pipe, config.method, saved)
+        raise
+    finally:
+        pipe.unet.requires_grad_(False)
+        pipe.text_encoder.requires_grad_(False)
+        pipe.unet.eval()
+        pipe.text_encoder.eval()
+
+
+def _restore(pipe, method: str, saved: dict):
+    """Put the pipeline back as it was before an interrupted :func:`learn_concept`."""
+    new = set(getattr(pipe.unet, "peft_config", None) or {}) - saved["adapters"]
+    if method == "lora" and new:
+        if saved["adapters"]:  # keep the adapters that were there before
+            pipe.unet.delete_adapters(sorted(new))
+        else:  # none before: the LoRA layers go too, so the UNet is the plain one again
+            pipe.unet.unload_lora()
+    if method == "dreambooth" and saved["unet"] is not None:
+        pipe.unet.load_state_dict(saved["unet"])
+    if method == "textual_inversion":
+        pipe.text_encoder.set_input_embeddings(saved["embeddings"])
+        pipe.text_encoder.config.vocab_size = saved["vocab_size"]
+        pipe.tokenizer = saved["tokenizer"]
+
+
+def _learn(pipe, data, config, token, ti, progress):
+    device = pipe.unet.device
+    unet, text_encoder, tok = pipe.unet, pipe.text_encoder, pipe.tokenizer
 
     inst_lat = encode(pipe, data.images)
     use_prior = config.prior_weight > 0 and not ti
@@ -158,7 +200,8 @@ def learn_concept(pipe, data: ConceptData | None = None, config: ConceptTraining
         tok.add_tokens([token])
         new_id = tok.convert_tokens_to_ids(token)
         old = text_encoder.get_input_embeddings().weight.detach()
-        emb = torch.nn.Embedding(len(tok), old.shape[1]).to(old.device, old.dtype)
+        with keep_global_rng():  # its random initial rows are overwritten below
+            emb = torch.nn.Embedding(len(tok), old.shape[1]).to(old.device, old.dtype)
         with torch.no_grad():  # a fresh table (resizing in place confuses autograd's shape records)
             emb.weight[:old.shape[0]] = old
         text_encoder.set_input_embeddings(emb)
@@ -177,8 +220,11 @@ def learn_concept(pipe, data: ConceptData | None = None, config: ConceptTraining
         if config.method == "lora":
             from peft import LoraConfig
             unet.requires_grad_(False)
-            unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank, init_lora_weights="gaussian",
-                                        target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+            with keep_global_rng():  # peft draws A from the global generator: seeded here, restored after
+                torch.manual_seed(config.seed)
+                unet.add_adapter(LoraConfig(r=config.lora_rank, lora_alpha=config.lora_rank,
+                                            init_lora_weights="gaussian",
+                                            target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
             params = [p for p in unet.parameters() if p.requires_grad]
         else:
             unet.requires_grad_(True)
@@ -222,10 +268,6 @@ def learn_concept(pipe, data: ConceptData | None = None, config: ConceptTraining
                 keep = torch.arange(len(tok), device=device) != new_id
                 text_encoder.get_input_embeddings().weight[keep] = original[keep]
         losses.append(loss.item())
-    unet.requires_grad_(False)
-    text_encoder.requires_grad_(False)
-    unet.eval()
-    text_encoder.eval()
     return pipe, losses
 
 
@@ -264,9 +306,21 @@ def load_concept(pipe, folder: str | Path, method: str, token: str | None = None
         from ..models import load_pipeline
         return load_pipeline(str(folder), device=str(pipe.device), dtype=pipe.unet.dtype)
     if method == "lora":
-        pipe.load_lora_weights(str(folder))
+        weights = folder / "pytorch_lora_weights.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} is missing: save a LoRA concept there with save_concept(pipe, "
+                                    f"folder, 'lora')")
+        with keep_global_rng():
+            pipe.load_lora_weights(str(folder), weight_name=weights.name)
         return pipe
     if method == "textual_inversion":
-        pipe.load_textual_inversion(str(folder / "learned_embeds.safetensors"), token=token or TI_TOKEN)
+        weights = folder / "learned_embeds.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} is missing: save a Textual Inversion concept there with "
+                                    f"save_concept(pipe, folder, 'textual_inversion')")
+        token = token or TI_TOKEN
+        check_concept_token(pipe.tokenizer, token, "textual_inversion")  # never a word the model knows
+        with keep_global_rng():  # the embedding table grows with randomly initialised rows first
+            pipe.load_textual_inversion(str(weights), token=token)
         return pipe
     raise ValueError(f"unknown method {method!r}")

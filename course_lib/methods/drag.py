@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..attention import BatchLayout, Controller, Layer, controlling
+from .. import checks
+from ..attention import BatchLayout, Controller, Layer, controlling, unet_layers
 from ..attention.features import FeatureStore, resolve_module
 from ..finetune import check_image, fit_unet, image_size, lora_copy, use_unet
 from ..inversion import ddim_invert
@@ -97,6 +98,13 @@ class DragConfig:
             raise ValueError(f"max_drift must be positive (or None: unbounded), got {self.max_drift!r}")
         if self.max_iterations < 0 or self.lora_steps < 0:
             raise ValueError("max_iterations and lora_steps must be >= 0")
+        checks.steps(self.num_inference_steps)
+        checks.guidance(self.guidance_scale)
+        for name in ("lam", "tie_break", "stop_distance"):
+            checks.non_negative(getattr(self, name), name)
+        for name in ("lr", "lora_lr"):
+            if not checks.non_negative(getattr(self, name), name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -140,19 +148,24 @@ def check_points(handles, targets, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_mask(mask, size: int) -> np.ndarray | None:
-    """The editable region as a bool (size, size) array; None means the whole image may change."""
+    """The editable region as a bool (size, size) array (:func:`course_lib.checks.mask`: PIL of any mode,
+    bool, 0/1 or 0..255 integers, 0..1 floats); None means the whole image may change."""
     if mask is None:
         return None
-    m = np.asarray(mask.convert("L") if hasattr(mask, "convert") else mask)
-    if m.ndim == 3 and m.shape[-1] in (1, 3, 4):
-        m = m[..., 0]
-    if m.shape != (size, size):
-        raise ValueError(f"the mask is {m.shape} but the image is {size}x{size}")
-    m = m > (127 if m.dtype == np.uint8 else 0.5)
-    if not m.any():
-        raise ValueError("the mask of the editable region is empty: nothing may change. Pass mask=None "
-                         "to let the whole image change, or mark the region to edit")
-    return m
+    return checks.mask(mask, size, "mask of the editable region (pass mask=None to let the whole image "
+                                   "change, or mark the region to edit)")
+
+
+def check_control_levels(unet, config: "DragConfig"):
+    """Refuse a reference-latent control that would match no layer of this UNet (it would do nothing)."""
+    if not config.reference_control or config.control_levels is None:
+        return
+    have = sorted({layer.level for layer in unet_layers(unet).values()
+                   if layer.is_self and layer.place in config.control_places})
+    if not set(config.control_levels) & set(have):
+        raise ValueError(f"control_levels={tuple(config.control_levels)} match no self-attention layer of this UNet "
+                         f"in {tuple(config.control_places)}: its levels there are {have} (0 = full resolution); "
+                         f"pass control_levels=({have[0] if have else 0},), None for all, or reference_control=False")
 
 
 def _object_frame(mask, direction):
@@ -400,7 +413,7 @@ def denoise_from(pipe, latents: torch.Tensor, cond: torch.Tensor, start_index: i
     :func:`course_lib.sampling.denoise`, started late)."""
     n = latents.shape[0]
     cond = cond.expand(n, -1, -1) if cond.shape[0] == 1 else cond
-    uncond = encode_text(pipe, [""] * n) if guidance_scale > 1.0 else None
+    uncond = encode_text(pipe, [""] * n) if checks.is_guided(guidance_scale) else None
     return denoise(pipe, latents, cond, uncond, num_inference_steps, guidance_scale, start_index=start_index,
                    controllers=list(controllers))
 
@@ -417,13 +430,17 @@ def drag_edit(pipe, image, handles, targets, mask=None, prompt: str = "", config
     size = image_size(pipe)
     h, g = check_points(handles, targets, size)
     mask = check_mask(mask, size)
+    check_control_levels(pipe.unet, config)
+    scale = supervision_scale(pipe, config)
+    if (np.linalg.norm(h - g, axis=-1) * scale <= config.stop_distance).all():
+        raise ValueError(f"every handle already lies within stop_distance={config.stop_distance} supervision "
+                         f"pixels of its target: there is nothing to drag")
     seconds = {}
     t0 = time.perf_counter()
     unet = None
     if config.use_lora:
         unet = lora_unet if lora_unet is not None else fit_identity_lora(pipe, image, prompt, config, progress)[0]
     seconds["lora"] = time.perf_counter() - t0
-    scale = supervision_scale(pipe, config)
     with use_unet(pipe, unet if unet is not None else pipe.unet):
         t1 = time.perf_counter()
         traj = ddim_invert(pipe, image, prompt, config.num_inference_steps, 1.0, progress=False)

@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .. import checks
 from ..finetune import check_image, fit_unet, lora_copy, trainable_copy, use_unet
 from ..sampling import decode, denoise, encode, encode_text, initial_latents, to_pil
 
@@ -58,6 +59,11 @@ class ImagicConfig:
             if getattr(self, name) < (1 if name in ("batch", "num_inference_steps", "lora_rank") else 0):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         check_eta(self.eta)
+        checks.guidance(self.guidance_scale)
+        checks.steps(self.num_inference_steps)
+        for name in ("embedding_lr", "finetune_lr", "lora_lr"):
+            if not checks.non_negative(getattr(self, name), name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     @classmethod
     def paper(cls, **kw) -> "ImagicConfig":
@@ -168,7 +174,7 @@ def sample_embeddings(pipe, cond: torch.Tensor, latents: torch.Tensor, num_infer
     device, dtype = pipe.unet.device, pipe.unet.dtype
     n = cond.shape[0]
     cond = cond.to(device, dtype)
-    uncond = encode_text(pipe, [""] * n).to(dtype) if guidance_scale > 1.0 else None
+    uncond = encode_text(pipe, [""] * n).to(dtype) if checks.is_guided(guidance_scale) else None
     z = latents.expand(n, -1, -1, -1).to(device, dtype) if latents.shape[0] == 1 else latents.to(device, dtype)
     z = denoise(pipe, z, cond, uncond, num_inference_steps, guidance_scale, progress=progress)
     return decode(pipe, z.to(pipe.vae.dtype))

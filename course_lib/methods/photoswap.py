@@ -27,6 +27,7 @@ from typing import Sequence
 
 import torch
 
+from .. import checks
 from ..attention import Layer
 from ..inversion import ddim_invert, negative_prompt_inversion, null_text_inversion
 from ..sampling import sample
@@ -44,6 +45,14 @@ class PhotoswapConfig:
     is at most this fraction of the latent side (1.0 = every layer; the reference code, built on
     Prompt-to-Prompt, uses 0.5). ``local_blend``: words (of either prompt) whose cross-attention
     defines the editable region; ``None`` = no LocalBlend.
+
+    As the reference code (eric-ai-lab/photoswap) does, by default (the other choice is an option):
+    phi is swapped in both halves of the guidance batch (``phi_halves="conditional"``: the conditional
+    half only), in every self-attention layer whatever ``self_resolution_fraction`` says
+    (``phi_layers="resolution"``: only where M is swapped), in steps ``0..lambda_phi`` inclusive
+    (``phi_window="exclusive"``: steps ``< lambda_phi``); the cross maps A are aligned by
+    Prompt-to-Prompt's refinement mapper, so a token the source does not have (the concept's) keeps
+    its own map (``cross_alignment="swap"``: position by position, when the prompts have as many tokens).
     """
 
     lambda_M: int | None = None
@@ -53,14 +62,23 @@ class PhotoswapConfig:
     local_blend: Sequence[str] | None = None
     blend_threshold: float = 0.3
     blend_start: float = 0.2
+    phi_halves: str = "both"  # | "conditional"
+    phi_layers: str = "all"  # | "resolution"
+    phi_window: str = "inclusive"  # steps <= lambda_phi | "exclusive": < lambda_phi
+    cross_alignment: str = "refine"  # | "swap"
 
     def __post_init__(self):
+        for name, allowed in (("phi_halves", ("both", "conditional")), ("phi_layers", ("all", "resolution")),
+                              ("phi_window", ("inclusive", "exclusive")), ("cross_alignment", ("refine", "swap"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in PAPER_LAMBDAS:
             v = getattr(self, name)
             if v is not None and (not float(v).is_integer() or v < 0):
                 raise ValueError(f"{name} is a number of steps (an integer >= 0), got {v!r}")
-        if not 0.0 < self.self_resolution_fraction <= 1.0:
-            raise ValueError(f"self_resolution_fraction must be in (0, 1], got {self.self_resolution_fraction}")
+        checks.fraction(self.self_resolution_fraction, "self_resolution_fraction", open_low=True)
+        checks.fraction(self.blend_threshold, "blend_threshold", open_high=True)
+        checks.fraction(self.blend_start, "blend_start")
 
     def steps(self, num_steps: int) -> dict[str, int]:
         """The three step counts for a run of ``num_steps`` steps; a clear error if one exceeds it."""
@@ -86,7 +104,8 @@ class PhotoswapController(P2PController):
         same_length = len(tokens(pipe.tokenizer, source_prompt)) == len(tokens(pipe.tokenizer, target_prompt))
         # the P2P edit says how the cross maps are aligned and where LocalBlend acts; its step windows
         # are the lambdas (:meth:`step_windows`), not fractions
-        edit = P2PEdit(kind="swap" if same_length else "refine", local_blend=config.local_blend,
+        kind = "swap" if same_length and config.cross_alignment == "swap" else "refine"
+        edit = P2PEdit(kind=kind, local_blend=config.local_blend,
                        blend_threshold=config.blend_threshold, blend_start=config.blend_start)
         super().__init__(pipe, [source_prompt, target_prompt], edit)
         self.config = config
@@ -98,9 +117,11 @@ class PhotoswapController(P2PController):
 
     def step_windows(self, num_steps: int) -> dict[str, int]:
         """The swaps' windows in steps: A in steps ``< cross`` (lambda_A), M in ``< self`` (lambda_M),
-        phi in ``< phi`` (lambda_phi); LocalBlend from ``blend_from`` on."""
+        phi in ``< phi`` (lambda_phi + 1 with ``phi_window="inclusive"``, at most the step count);
+        LocalBlend from ``blend_from`` on."""
         lam = self.config.steps(num_steps)
-        return {"cross": lam["lambda_A"], "self": lam["lambda_M"], "phi": lam["lambda_phi"],
+        phi = lam["lambda_phi"] + (1 if self.config.phi_window == "inclusive" and lam["lambda_phi"] > 0 else 0)
+        return {"cross": lam["lambda_A"], "self": lam["lambda_M"], "phi": min(phi, num_steps),
                 "blend_from": self.edit.step_windows(num_steps)["blend_from"]}
 
     def _self_swapped(self, layer: Layer) -> bool:
@@ -114,8 +135,9 @@ class PhotoswapController(P2PController):
 
     def edit_output(self, layer: Layer, out):
         # phi swap: the target's self-attention output is the source's (it contains M as well)
-        if self._self_swapped(layer) and self.step < self.phi_until:
-            out = self.layout.copy_source(out, conditional_only=True)
+        where = layer.is_self if self.config.phi_layers == "all" else self._self_swapped(layer)
+        if where and self.step < self.phi_until:
+            out = self.layout.copy_source(out, conditional_only=self.config.phi_halves == "conditional")
         return out
 
 
@@ -154,6 +176,9 @@ def photoswap(pipe, source_prompt: str, target_prompt: str, config: PhotoswapCon
     (a DreamBooth / LoRA / Textual Inversion pipeline from :mod:`course_lib.methods.concepts`).
     """
     config = config or PhotoswapConfig()
+    num_inference_steps = checks.steps(num_inference_steps)
+    guidance_scale = checks.guidance(guidance_scale)
+    checks.prompts(pipe.tokenizer, [source_prompt, target_prompt])
     config.steps(num_inference_steps)  # fail before any work on lambdas beyond the step count
     if image is not None and latents is None:
         latents, uncond_embeddings = invert_source(pipe, image, source_prompt, num_inference_steps, guidance_scale,

@@ -3,9 +3,19 @@ image by injecting the source's spatial features and self-attention into the tar
 
 The source is DDIM-inverted; its branch (prompt 0) is held on the inverted trajectory at every step
 while the targets are sampled from the same z_T in the same batched UNet call. For the first
-``feature_steps`` of the steps the output of the decoder residual block(s) ``feature_layers`` in
+``feature_steps`` of the steps the residual branch of the decoder block(s) ``feature_layers`` in
 the targets is replaced by the source's; for the first ``attention_steps`` the decoder's
 self-attention queries and keys are the source's (SDPA(q_src, k_src, v_tgt)).
+
+As the reference code (MichalGeyer/plug-and-play) does, by default:
+
+- the feature injected is the block's *residual branch* after its second convolution, before the skip
+  connection adds the block's input: the target keeps its own skip path (``feature_injection="output"``
+  replaces the whole block output, skip included: the source's features then arrive twice as strongly);
+- queries and keys are injected in every decoder self-attention layer except the first transformer of the
+  lowest-resolution decoder level that has attention (SD's ``up_blocks[1].attentions[0]``;
+  ``attention_layers="all"``: that one too);
+- the windows are ``int(f * T)`` steps (``windows="round"``: ``round(f * T)``).
 """
 from __future__ import annotations
 
@@ -14,8 +24,9 @@ from typing import Sequence
 
 import torch
 
-from ..attention import Layer
-from ..attention.features import FeatureController
+from .. import checks
+from ..attention import Layer, unet_layers
+from ..attention.features import FeatureController, resolve_module
 from ..inversion import ddim_invert
 from ..sampling import sample
 
@@ -26,18 +37,35 @@ class PnPConfig:
     attention_steps: float = 0.5  # tau_A
     feature_layers: Sequence[str] = ("up_blocks.1.resnets.1",)
     attention_places: Sequence[str] = ("up",)
+    feature_injection: str = "residual"  # "residual": the branch before the skip is added | "output": all of it
+    attention_layers: str = "reference"  # "reference": all but the lowest decoder level's first | "all"
+    windows: str = "reference"  # int(f * T) | "round": round(f * T)
 
     def __post_init__(self):
         for name in ("feature_steps", "attention_steps"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} is a fraction of the steps in [0, 1], got {v}")
+            checks.fraction(getattr(self, name), f"{name} (a fraction of the steps)")
+        for name, allowed in (("feature_injection", ("residual", "output")), ("attention_layers", ("reference", "all")),
+                              ("windows", ("reference", "round"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def step_windows(self, num_steps: int) -> dict[str, int]:
         """tau_f and tau_A as step indices: features are injected in steps ``< feature``, self-attention
         queries and keys in steps ``< attention``."""
-        return {"feature": int(round(self.feature_steps * num_steps)),
-                "attention": int(round(self.attention_steps * num_steps))}
+        steps = (lambda f: int(round(f * num_steps))) if self.windows == "round" else (lambda f: int(f * num_steps))
+        return {"feature": steps(self.feature_steps), "attention": steps(self.attention_steps)}
+
+
+def reference_excluded(unet, places: Sequence[str] = ("up",)) -> set[str]:
+    """The self-attention layers the reference code leaves out of query/key injection: those of the first
+    transformer of the lowest-resolution decoder level that has self-attention (SD: ``up_blocks.1.attentions.0``)."""
+    layers = [layer for layer in unet_layers(unet).values() if layer.is_self and layer.place == "up"
+              and layer.place in places]
+    if not layers:
+        return set()
+    top = max(layer.level for layer in layers)
+    first = min(layer.attention for layer in layers if layer.level == top)
+    return {layer.name for layer in layers if layer.level == top and layer.attention == first}
 
 
 class PnPController(FeatureController):
@@ -47,6 +75,22 @@ class PnPController(FeatureController):
     def __init__(self, config: PnPConfig):
         super().__init__(config.feature_layers)
         self.config = config
+        self.excluded: set[str] = set()
+
+    def attach(self, unet):
+        """Hook the feature blocks (their second convolution, for the residual branch) once all are found."""
+        blocks = [resolve_module(unet, name) for name in self.config.feature_layers]
+        if self.config.feature_injection == "residual":
+            missing = [n for n, b in zip(self.config.feature_layers, blocks) if not hasattr(b, "conv2")]
+            if missing:
+                raise ValueError(f"{missing} are not residual blocks (no conv2); name blocks such as "
+                                 f"'up_blocks.1.resnets.1'")
+            blocks = [b.conv2 for b in blocks]
+        for name, mod in zip(self.config.feature_layers, blocks):
+            self._handles.append(mod.register_forward_hook(
+                lambda m, args, out, name=name: self.on_feature(name, out)))
+        self.excluded = reference_excluded(unet, self.config.attention_places) \
+            if self.config.attention_layers == "reference" else set()
 
     def begin(self, layout, num_steps: int):
         super().begin(layout, num_steps)
@@ -59,7 +103,8 @@ class PnPController(FeatureController):
         return self.layout.copy_source(output)
 
     def edit_qkv(self, layer: Layer, q, k, v):
-        if layer.is_self and layer.place in self.config.attention_places and self.step < self.attention_until:
+        if layer.is_self and layer.place in self.config.attention_places and self.step < self.attention_until \
+                and layer.name not in self.excluded:
             q, k = self.layout.copy_source(q), self.layout.copy_source(k)
         return q, k, v
 
@@ -73,7 +118,10 @@ def pnp_translate(pipe, image, target_prompts: str | Sequence[str], source_promp
     ``trajectory``: a DDIM inversion of the image (computed with ``source_prompt`` if None).
     """
     config = config or PnPConfig()
-    targets = [target_prompts] if isinstance(target_prompts, str) else list(target_prompts)
+    num_inference_steps = checks.steps(num_inference_steps)
+    guidance_scale = checks.guidance(guidance_scale)
+    targets = checks.prompts(pipe.tokenizer, target_prompts, "target prompt")
+    checks.prompt(pipe.tokenizer, source_prompt, "source prompt")
     traj = trajectory or ddim_invert(pipe, image, source_prompt, num_inference_steps, 1.0, progress=progress)
     if len(traj) != num_inference_steps + 1:
         raise ValueError(f"the trajectory has {len(traj) - 1} steps, sampling uses {num_inference_steps}")

@@ -107,15 +107,21 @@ def from_pretrained_pbe(model: str, **kwargs):
 
 def load_pbe(model: str = "tiny-pbe", device: str | None = None, dtype=None):
     """``"tiny-pbe"`` (the course's, see :func:`tiny_pipeline`), a folder, or a hub id
-    (``"paint-by-example"`` = the released ``Fantasy-Studio/Paint-by-Example``), offline-first."""
+    (``"paint-by-example"`` = the released ``Fantasy-Studio/Paint-by-Example``), offline-first. Torch's
+    global random generator is left as it was."""
+    from ...config import best_device, default_dtype, keep_global_rng, parse_dtype
+
+    device = device or best_device()
+    dtype = parse_dtype(dtype) or default_dtype(device)
+    with keep_global_rng():  # building the modules draws random initial weights before loading
+        return _load_pbe(model, device, dtype)
+
+
+def _load_pbe(model: str, device, dtype):
     import warnings
 
     from diffusers import DDIMScheduler
 
-    from ...config import best_device, default_dtype, parse_dtype
-
-    device = device or best_device()
-    dtype = parse_dtype(dtype) or default_dtype(device)
     if model == "tiny-pbe":
         return tiny_pipeline("bottleneck", device=device, dtype=dtype)
     model = RELEASED if model == "paint-by-example" else model

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ... import checks
 from ...sampling import decode, denoise, to_pil
 
 
@@ -17,49 +18,26 @@ def model_size(pipe) -> int:
 
 
 def check_image(pipe, image, what: str = "source image") -> Image.Image:
-    """The source must be an image of the model's size; other modes are converted to RGB (documented)."""
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"the {what} must be a PIL image, got {type(image).__name__}")
-    size = model_size(pipe)
-    if image.size != (size, size):
-        raise ValueError(f"the {what} is {image.size[0]}x{image.size[1]}; this model paints {size}x{size} images "
-                         f"(resize it first, e.g. image.resize(({size}, {size})))")
-    return image.convert("RGB")
+    """The source as an RGB PIL image of the model's size (:func:`course_lib.checks.image`: any PIL mode,
+    uint8 0..255 or float 0..1 arrays and tensors); a wrong size is an error, not a resize."""
+    return checks.pipe_image(pipe, image, what)
 
 
 def check_reference(reference) -> Image.Image:
-    """Any PIL image is accepted as reference: other modes (L, RGBA, P, ...) are converted to RGB and
-    any size is resized to the image encoder's square input by :func:`encode_reference` (the whole
-    image, squeezed, as in training and in the paper's code; not a centre crop, which would cut the
-    sides off a wide object). Anything else is refused."""
-    if not isinstance(reference, Image.Image):
-        raise TypeError(f"the reference must be a PIL image, got {type(reference).__name__}")
-    if min(reference.size) < 4:
-        raise ValueError(f"the reference is {reference.size[0]}x{reference.size[1]}: too small to show an object")
-    if reference.mode == "RGBA":  # transparent pixels become white, as on a white page
-        bg = Image.new("RGB", reference.size, (255, 255, 255))
-        bg.paste(reference, mask=reference.split()[-1])
-        return bg
-    return reference.convert("RGB")
+    """Any image :func:`course_lib.checks.image` accepts, of any size, as RGB (transparent pixels laid
+    over white); :func:`encode_reference` squeezes the whole of it into the image encoder's square input
+    (as in training and in the paper's code; not a centre crop, which would cut the sides off a wide
+    object)."""
+    ref = checks.image(reference, None, "reference")
+    if min(ref.size) < 4:
+        raise ValueError(f"the reference is {ref.size[0]}x{ref.size[1]}: too small to show an object")
+    return ref
 
 
 def check_mask(mask, size: int) -> np.ndarray:
-    """A mask as a bool array (True = repaint): a PIL image (any mode; > 50% grey is True), a bool or
-    0/1 array, or a tensor. It must have the image's size and mark at least one pixel."""
-    if isinstance(mask, Image.Image):
-        m = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0 > 0.5
-    elif torch.is_tensor(mask):
-        m = mask.detach().cpu().float().squeeze().numpy() > 0.5
-    else:
-        m = np.asarray(mask)
-        m = m > 0.5 if m.dtype != bool else m
-    if m.ndim != 2:
-        raise ValueError(f"the mask must be one channel, H x W; got shape {m.shape}")
-    if m.shape != (size, size):
-        raise ValueError(f"the mask is {m.shape[1]}x{m.shape[0]}, the image {size}x{size}: they must match")
-    if not m.any():
-        raise ValueError("the mask is empty: mark the region to repaint (True / white)")
-    return m
+    """A mask as a bool array (True = repaint), read by :func:`course_lib.checks.mask` (PIL of any mode,
+    bool, 0/1 or 0..255 integers, 0..1 floats); it must have the image's size and mark a pixel."""
+    return checks.mask(mask, size, "mask")
 
 
 # ----------------------------------------------------------------------------- inference
@@ -105,10 +83,11 @@ def paint_by_example(pipe, image, mask, reference, num_inference_steps: int = 50
     """
     image = check_image(pipe, image)
     m = check_mask(mask, image.size[0])
+    num_images = checks.steps(num_images, "num_images")
     device, dtype = pipe.unet.device, pipe.unet.dtype
     # 1. the condition: the reference's token(s), and the learned null vector for guidance
     cond, null = encode_reference(pipe, reference, num_images)
-    guided = guidance_scale > 1.0
+    guided = checks.is_guided(guidance_scale)
     # 2. the inpainting inputs: masked-image latent and keep-mask, as extra UNet input channels
     keep, masked_lat = mask_inputs(pipe, image, m)
     extra = torch.cat([masked_lat.expand(num_images, -1, -1, -1), keep.expand(num_images, -1, -1, -1)], 1)
