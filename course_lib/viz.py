@@ -10,8 +10,10 @@ from .metrics import as_array
 
 
 def show_images(images: Sequence, titles: Sequence[str] | None = None, cols: int | None = None,
-                size: float = 2.0, suptitle: str | None = None, fontsize: int = 7):
-    """A grid of images (PIL, arrays or tensors) with optional titles; returns the figure."""
+                size: float = 2.0, suptitle: str | None = None, fontsize: int = 7, colorbar: bool = False):
+    """A grid of images (PIL, arrays or tensors) with optional titles; returns the figure.
+
+    2-D arrays are drawn as maps (``inferno``); ``colorbar=True`` gives each map its colour scale."""
     images = list(images)
     n = len(images)
     cols = cols or min(n, 8)
@@ -23,8 +25,11 @@ def show_images(images: Sequence, titles: Sequence[str] | None = None, cols: int
         if k < n:
             im = images[k]
             if _is_map(im):  # a 2-D map (attention, mask, component): a colour scale, not an image
-                ax.imshow(np.asarray(im.detach().cpu() if hasattr(im, "detach") else im, dtype=float),
-                          cmap="inferno", interpolation="nearest")
+                shown = ax.imshow(np.asarray(im.detach().cpu() if hasattr(im, "detach") else im, dtype=float),
+                                  cmap="inferno", interpolation="nearest")
+                if colorbar:
+                    cb = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+                    cb.ax.tick_params(labelsize=max(fontsize - 1, 5))
             else:
                 ax.imshow(as_array(im).clip(0, 1), interpolation="nearest")
             if titles is not None:
