@@ -206,3 +206,28 @@ def test_choose_eta_takes_the_best_share_and_the_smaller_eta_on_a_tie():
     assert choose_eta({1.0: [True], 0.6: [True], 0.8: [False]}) == 0.6
     with pytest.raises(ValueError):
         choose_eta({0.7: []})
+
+
+def test_eta_slider_looks_up_cached_etas_and_generates_the_others(random_tiny):
+    from course_lib.widgets_imagic import EtaSlider
+    pipe = random_tiny
+    res = imagic_fit(pipe, _image(), "a red square", ImagicConfig(**QUICK, embedding_lr=0.5), progress=False)
+    strip = imagic_sample(pipe, res, [0.0, 1.0], seed=3)
+    w = EtaSlider(pipe, res, seed=3, images={0.0: strip[0], 1.0: strip[1]}, describe=lambda im: "seen")
+    assert w.select(1.0) is strip[1] and w.status == "eta = 1: looked up"
+    mid = w.select(0.5)  # not cached: generated from the same z_T, then kept
+    assert w.status.startswith("eta = 0.5: generated in") and w.cache[0.5] is mid and w.current is mid
+    want = imagic_sample(pipe, res, 0.5, seed=3)[0]
+    assert np.abs(np.asarray(mid, float) - np.asarray(want, float)).max() <= 1
+    w.precompute([0.2, 0.5, 0.2])  # one new eta, generated once
+    assert sorted(w.cache) == [0.0, 0.2, 0.5, 1.0]
+    assert w.select(0.2000001) is w.cache[0.2] and w.status.endswith("looked up")
+    with pytest.raises(ValueError, match="makes no sense"):
+        w.select(2.0)
+    fig = w.figure(0.0, source_image=_image())
+    assert len(fig.axes) == 2 and "seen" in fig.axes[1].get_title()
+    box = w.widget(source_image=_image(), eta=1.0)  # the ipywidgets wiring builds and draws once
+    slider, status = box.children[0].children
+    assert slider.value == 1.0 and status.value == "eta = 1: looked up"
+    slider.value = 0.3  # a synthetic move to an eta not cached: generated, and the status says so
+    assert 0.3 in w.cache and status.value.startswith("eta = 0.3: generated")
