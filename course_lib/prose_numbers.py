@@ -140,11 +140,15 @@ def report(paths: list[Path]) -> str:
 
 
 def main(argv=None) -> int:
-    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)]
-    if not paths:
-        print(__doc__)
-        return 2
-    print(report(paths))
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m course_lib.prose_numbers", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("notebooks", nargs="+", type=Path, help="executed notebooks (e.g. course_output/*.ipynb)")
+    a = p.parse_args(argv)
+    missing = [str(n) for n in a.notebooks if not n.is_file()]
+    if missing:
+        p.error(f"no such notebook: {', '.join(missing)}")
+    print(report(a.notebooks))
     return 0
 
 
