@@ -101,6 +101,15 @@ def _over_white(im: Image.Image) -> Image.Image:
     return Image.alpha_composite(page, rgba).convert("RGB")
 
 
+def _check_unit_range(finite: bool, lo: float, hi: float, what: str):
+    """A float image must be finite and within 0..1 (with a rounding margin): the dtype says 0..1."""
+    if not finite:
+        raise ValueError(f"the {what} has NaN or infinite values")
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"the {what} is a float image with values {lo:g}..{hi:g}; float images are read as "
+                         f"0..1 (divide a 0..255 image by 255, or pass it as uint8)")
+
+
 def _array_to_pil(a: np.ndarray, what: str) -> Image.Image:
     if a.dtype == bool:
         raise TypeError(f"the {what} is a bool array: that is a mask, not an image")
@@ -117,12 +126,7 @@ def _array_to_pil(a: np.ndarray, what: str) -> Image.Image:
             raise ValueError(f"the {what} is an integer array with values {lo}..{hi}; integer images are 0..255")
         a8 = a.astype(np.uint8)
     elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise ValueError(f"the {what} has NaN or infinite values")
-        lo, hi = float(a.min()), float(a.max())
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ValueError(f"the {what} is a float array with values {lo:g}..{hi:g}; float images are read as "
-                             f"0..1 (divide a 0..255 image by 255, or pass it as uint8)")
+        _check_unit_range(bool(np.isfinite(a).all()), float(a.min()), float(a.max()), what)
         a8 = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
     else:
         raise TypeError(f"the {what} array has dtype {a.dtype}; use uint8 (0..255) or float (0..1)")
@@ -185,12 +189,7 @@ def image_tensor(img, size: int | None = None, what: str = "image") -> torch.Ten
     if t is None:
         a = np.asarray(image(img, size, what), dtype=np.float32) / 255.0
         return torch.from_numpy(a).permute(2, 0, 1)[None]
-    if not torch.isfinite(t).all():
-        raise ValueError(f"the {what} has NaN or infinite values")
-    lo, hi = float(t.min()), float(t.max())
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"the {what} is a float image with values {lo:g}..{hi:g}; float images are read as "
-                         f"0..1 (divide a 0..255 image by 255, or pass it as uint8)")
+    _check_unit_range(bool(torch.isfinite(t).all()), float(t.min()), float(t.max()), what)
     if size is not None and tuple(t.shape[-2:]) != (size, size):
         raise ValueError(f"the {what} is {t.shape[-1]}x{t.shape[-2]} but this model works at {size}x{size}; "
                          f"resize or crop it first")
