@@ -24,7 +24,7 @@ test: setup
 	HF_HUB_OFFLINE=1 COURSE_SMOKE=1 $(PYTHON) -m pytest tests notebooks --nbval-lax --durations=15
 
 bench: setup
-	$(PYTHON) -m course_lib.bench base
+	$(PYTHON) -m course_tools.bench base
 
 clean:
 	rm -rf course_output .setup-done

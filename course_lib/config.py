@@ -14,6 +14,7 @@ skipping it, so CI runs every cell with less work and a learner runs the full se
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,9 @@ def best_device() -> str:
 def default_dtype(device: str | torch.device) -> torch.dtype:
     return torch.float32 if torch.device(device).type == "cpu" else torch.float16
 
+
+# Where training runs and cached models live (``COURSE_RUNS``; default ``runs/`` beside the package).
+RUNS = Path(os.environ.get("COURSE_RUNS", Path(__file__).resolve().parents[1] / "runs"))
 
 _DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}

@@ -54,7 +54,7 @@ def null_text_inversion(pipe, image, prompt: str, num_inference_steps: int = 50,
 
     ``inner_steps`` sets how tightly the embedding is fitted to this one image, and so trades exactness
     for room to edit: a tight fit keeps drawing the source whatever the prompt says. On tiny-sd, over
-    24 Prompt-to-Prompt swaps of rendered scenes (``course_lib.bench.editing.NULL_TEXT_FEW``), 10
+    24 Prompt-to-Prompt swaps of rendered scenes (``course_tools.bench.editing.NULL_TEXT_FEW``), 10
     inner steps reconstructed at about 40 dB and let 8% of the shape swaps through, 3 steps 36-37 dB
     and 58%, 1 step 30-32 dB and 67%.
     """

@@ -39,7 +39,7 @@ def resolve(model: str) -> tuple[str, bool]:
         path = EMBEDDED[model]
         if not (path / ("model_index.json" if model == "tiny-sd" else "config.json")).exists():
             raise ModelNotAvailable(f"the embedded model {model!r} is missing at {path}; "
-                                    "run `python -m course_lib.train all` to train it")
+                                    "run `python -m course_tools.train all` to train it")
         return str(path), True
     model = ALIASES.get(model, model)
     if Path(model).expanduser().is_dir():
@@ -181,3 +181,31 @@ def load_clip(model: str = "tiny-clip", device: str | None = None, dtype=None):
 
 def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# --- the embedded model's architecture (the training scripts build it from these; tests build random
+# pipelines of the same shape: course_lib.testing) ---------------------------------------------------
+
+CLIP_DIM = 128  # tiny-clip's width: the text encoder's hidden size and the UNet's cross-attention width
+
+
+def unet_config() -> dict:
+    """tiny-sd's UNet: 16x16x4 latents, cross-attention at 16x16, 8x8 and the 4x4 mid block."""
+    return dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+                down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+                up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+                block_out_channels=[64, 128, 128], cross_attention_dim=CLIP_DIM, attention_head_dim=4,
+                norm_num_groups=32)
+
+
+def noise_scheduler_config() -> dict:
+    """Stable Diffusion's training schedule."""
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+
+
+def vae_config() -> dict:
+    """tiny-sd's VAE: 64x64x3 images <-> 16x16x4 latents."""
+    return dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+                down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
+                block_out_channels=[32, 64, 128], layers_per_block=1, norm_num_groups=16)

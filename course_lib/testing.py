@@ -6,16 +6,13 @@ reduced width (so they run on a CPU in a test).
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .train.tokenizer import build_tokenizer
-from .train.unet import noise_scheduler_config, unet_config
-from .train.vae import vae_config
+from .models import MODELS_DIR, noise_scheduler_config, unet_config, vae_config
+
+TOKENIZER = MODELS_DIR / "tiny-sd" / "tokenizer"  # the embedded vocabulary (built by course_tools.train.tokenizer)
 
 SD_UNETS = {
     # SD 1.5: 4 levels, 8 heads everywhere, conv projections, 768-wide text
@@ -31,7 +28,7 @@ SD_BLOCKS = dict(down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
 
 def random_pipeline(kind: str = "tiny-sd", seed: int = 0, sample_size: int | None = None) -> StableDiffusionPipeline:
     torch.manual_seed(seed)
-    tok = CLIPTokenizer.from_pretrained(build_tokenizer(Path(tempfile.mkdtemp()) / "tok"))
+    tok = CLIPTokenizer.from_pretrained(TOKENIZER)
     if kind == "tiny-sd":
         ucfg, vcfg, width = unet_config(), vae_config(), 128
     elif kind in SD_UNETS:
@@ -68,7 +65,7 @@ def full_size_sd_pipeline(kind: str = "sd15", seed: int = 0) -> StableDiffusionP
     """Stable Diffusion 1.5 / 2.1 at full size with random weights (for GPU benchmarks only:
     about 1 B parameters)."""
     torch.manual_seed(seed)
-    tok = CLIPTokenizer.from_pretrained(build_tokenizer(Path(tempfile.mkdtemp()) / "tok", model_max_length=77))
+    tok = CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77)
     u = FULL_SD_UNETS[kind]
     unet = UNet2DConditionModel(in_channels=4, out_channels=4, down_block_types=SD_BLOCKS["down_block_types"],
                                 up_block_types=SD_BLOCKS["up_block_types"], **u)

@@ -364,8 +364,7 @@ def shift(mask, dx: int, dy: int):
 
 
 def test_bench_drag_scores_read_a_perfect_edit_as_arrived():
-    from course_lib.bench.base import held_out_scenes
-    from course_lib.bench.drag import drag_case, drag_scores
+    from course_lib.evaluate import drag_case, drag_scores, held_out_scenes
     scenes = held_out_scenes(8, offset=60_000)
     scored = 0
     for i, s in enumerate(scenes):
@@ -388,9 +387,29 @@ def test_bench_drag_scores_read_a_perfect_edit_as_arrived():
     assert scored >= 6
 
 
+def test_the_shape_check_passes_a_translated_object_and_fails_a_blob():
+    """A move that lands on target but turns the object into a blob passes the distance and fails the
+    shape check (the bench reports both)."""
+    from course_lib.evaluate import drag_case, drag_kept_shape, drag_scores, held_out_scenes
+    from course_lib.shapes.world import single_object
+
+    tri = single_object("triangle", "red", "white", size="large")
+    assert drag_kept_shape(tri.image, tri)
+    o = tri.objects[0].mask
+    assert drag_kept_shape(_paint(tri, shift(o, 4, 0)), tri)  # moved, still a triangle
+    ys, xs = np.nonzero(o)
+    cy, cx = ys.mean(), xs.mean()
+    yy, xx = np.mgrid[:o.shape[0], :o.shape[1]]
+    blob = (yy - cy) ** 2 + (xx - cx - 4) ** 2 <= o.sum() / np.pi  # a disc of the same area, moved as far
+    assert not drag_kept_shape(_paint(tri, blob), tri)
+    assert not drag_kept_shape(Image.new("RGB", tri.image.size, "white"), tri)  # nothing left
+    s = held_out_scenes(1, offset=60_000)[0]
+    case = drag_case(s, 0)
+    assert drag_kept_shape(s.image, s) and drag_scores(s.image, s, case)[1] == float("inf")
+
+
 def test_bench_drag_cases_keep_the_drag_in_the_picture():
-    from course_lib.bench.base import held_out_scenes
-    from course_lib.bench.drag import drag_case
+    from course_lib.evaluate import drag_case, held_out_scenes
     scenes = held_out_scenes(8, offset=60_000)
     assert scenes[0].objects[0].bbox[1] <= 2  # this object touches the top: no room for a 3 px margin there
     for i, s in enumerate(scenes):

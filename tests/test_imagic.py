@@ -182,8 +182,8 @@ def test_imagic_runs_on_sd_layouts(kind):
 
 
 def test_bench_reads_a_true_edit_as_succeeded_and_kept_and_the_input_as_not_edited():
-    from course_lib.bench.base import held_out_scenes
-    from course_lib.bench.imagic import VALIDATION_OFFSET, edit_succeeded, imagic_case, object_kept
+    from course_lib.evaluate import edit_succeeded, held_out_scenes, imagic_case, object_kept
+    from course_tools.bench.imagic import VALIDATION_OFFSET
     from course_lib.shapes.world import render_spec
     scenes = held_out_scenes(9, offset=VALIDATION_OFFSET)
     good = 0
@@ -201,7 +201,7 @@ def test_bench_reads_a_true_edit_as_succeeded_and_kept_and_the_input_as_not_edit
 
 
 def test_choose_eta_takes_the_best_share_and_the_smaller_eta_on_a_tie():
-    from course_lib.bench.imagic import choose_eta
+    from course_tools.bench.imagic import choose_eta
     assert choose_eta({0.5: [False, False], 0.7: [True, False], 0.9: [True, True], 1.0: [True, True]}) == 0.9
     assert choose_eta({1.0: [True], 0.6: [True], 0.8: [False]}) == 0.6
     with pytest.raises(ValueError):

@@ -2,7 +2,7 @@
 import numpy as np
 from PIL import Image
 
-from course_lib.bench.naive import score_case, summary, swap_cases
+from course_tools.bench.naive import score_case, summary, swap_cases
 from course_lib.shapes.world import make_scene, with_scenery
 
 

@@ -2,7 +2,7 @@ import pytest
 import numpy as np
 from PIL import Image, ImageFilter
 
-from course_lib.bench.base import oracle_accuracy
+from course_tools.bench.base import oracle_accuracy
 from course_lib.shapes import vocab as V
 from course_lib.shapes.oracle import read_image
 from course_lib.shapes.world import single_object
@@ -61,7 +61,7 @@ def test_blurred_renders_are_still_read():
 
 
 def test_swap_parts_tells_a_missing_attribute_from_a_wrong_source():
-    from course_lib.bench.editing import swap_parts
+    from course_lib.evaluate import swap_parts
     from course_lib.shapes.world import render_spec
 
     src = single_object("square", "red", "white", size="large")
@@ -75,7 +75,7 @@ def test_swap_parts_tells_a_missing_attribute_from_a_wrong_source():
 
 
 def test_layout_kept_tells_an_edit_in_place_from_a_moved_object():
-    from course_lib.bench.editing import layout_kept
+    from course_lib.evaluate import layout_kept
     from course_lib.shapes.world import render_spec
 
     src = single_object("square", "red", "white", size="large")
@@ -89,7 +89,7 @@ def test_layout_kept_tells_an_edit_in_place_from_a_moved_object():
 def test_drawn_right_counts_the_generations_the_oracle_reads_as_the_prompt(monkeypatch):
     """bench p2p's reference for each swap: the share of fresh-noise generations of the target prompt
     that show its object; the split of the success rows rests on it."""
-    from course_lib.bench import editing
+    from course_lib import evaluate as editing
     from course_lib.shapes.world import render_spec
 
     scene = single_object("square", "red", "white", size="large")
@@ -108,7 +108,7 @@ def test_drawn_right_counts_the_generations_the_oracle_reads_as_the_prompt(monke
 
 @pytest.mark.parametrize("world", ["ground", "hills", "clutter"])
 def test_the_oracle_reads_the_free_content_and_still_the_objects(world):
-    from course_lib.bench.base import held_out_scenes
+    from course_lib.evaluate import held_out_scenes
     from course_lib.metrics import mask_iou
     from course_lib.shapes.oracle import read_scenery
     from course_lib.shapes.world import make_scene

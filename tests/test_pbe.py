@@ -208,7 +208,7 @@ def test_trainable_parts():
 def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    import course_lib.train.pbe as tp
+    import course_tools.train.pbe as tp
     monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
     out = tp.train_pbe("bottleneck", minutes=None, steps=2, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
                        bf16=False, unet_parts="attention")
@@ -236,7 +236,7 @@ def test_training_loop_runs_and_saves(tmp_path, monkeypatch):
 
 
 def test_the_training_loss_is_the_paper_s_by_default_and_can_weigh_the_mask_and_the_noise_level():
-    from course_lib.train.pbe import pbe_loss
+    from course_tools.train.pbe import pbe_loss
     g = torch.Generator().manual_seed(0)
     pred, noise = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
     keep = torch.ones(4, 1, 8, 8)
@@ -260,7 +260,7 @@ def test_the_training_loss_is_the_paper_s_by_default_and_can_weigh_the_mask_and_
 
 
 def test_training_refuses_bad_loss_weights():
-    import course_lib.train.pbe as tp
+    import course_tools.train.pbe as tp
     with pytest.raises(ValueError, match="snr_gamma"):
         tp.train_pbe("bottleneck", steps=1, snr_gamma=0)
     with pytest.raises(ValueError, match="mask_weight"):
@@ -270,7 +270,7 @@ def test_training_refuses_bad_loss_weights():
 def test_a_run_with_loss_weights_records_them_and_the_card_gives_its_command(tmp_path, monkeypatch):
     import json
 
-    import course_lib.train.pbe as tp
+    import course_tools.train.pbe as tp
     monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
     tp.train_pbe("bottleneck", minutes=None, steps=1, batch=2, n_scenes=8, out=tmp_path / "w", progress=False,
                  bf16=False, unet_parts="attention", snr_gamma=5.0, mask_weight=4.0)
@@ -294,7 +294,7 @@ def test_a_run_with_loss_weights_records_them_and_the_card_gives_its_command(tmp
 
 
 def test_training_pairs_know_their_object_s_shape_and_oversampling_draws_it_more_often(tmp_path, monkeypatch):
-    import course_lib.train.pbe as tp
+    import course_tools.train.pbe as tp
     from course_lib.methods.pbe import object_box
     monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
     images, boxes = tp.pbe_dataset(12)
@@ -338,7 +338,7 @@ def test_training_pairs_know_their_object_s_shape_and_oversampling_draws_it_more
 
 def test_object_crops_carry_the_labels_of_the_objects_they_show():
     from course_lib.shapes import vocab as V
-    from course_lib.train.pbe_tower import LABELS, object_crops
+    from course_tools.train.pbe_tower import LABELS, object_crops
     crops, labels = object_crops(range(5), min_side=8)
     expected = [o for seed in range(5) for o in make_scene(seed).objects
                 if min(o.bbox[2] - o.bbox[0], o.bbox[3] - o.bbox[1]) >= 8]  # written out: the test checks boxable too
@@ -350,7 +350,7 @@ def test_object_crops_carry_the_labels_of_the_objects_they_show():
 
 
 def test_shape_axes_tells_a_line_from_shapes_equally_apart(clip, monkeypatch):
-    import course_lib.train.pbe_tower as pt
+    import course_tools.train.pbe_tower as pt
     _, _, proc = clip
     rng = np.random.default_rng(0)
     line = rng.normal(size=16)
@@ -364,8 +364,8 @@ def test_shape_axes_tells_a_line_from_shapes_equally_apart(clip, monkeypatch):
 def test_a_refined_tower_travels_with_paint_by_example_s_trained_parts(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    import course_lib.train.pbe as tp
-    from course_lib.train.pbe_tower import load_tower, refine_tower
+    import course_tools.train.pbe as tp
+    from course_tools.train.pbe_tower import load_tower, refine_tower
     monkeypatch.setattr(tp, "RUNS", tmp_path / "runs")
     path = refine_tower(out=tmp_path / "tower", minutes=None, steps=2, batch=4, n_scenes=6, progress=False,
                         probe_scenes=60)
@@ -491,7 +491,7 @@ def test_shipped_weights_were_trained_on_the_shipped_tiny_sd():
         if not w.exists():
             pytest.skip("no shipped Paint by Example weights")
         assert pbe.trained_on(w) == pbe.base_fingerprint(), \
-            f"{w} was trained on other tiny-sd or tiny-clip weights: retrain with `python -m course_lib.train pbe --method {variant}`"
+            f"{w} was trained on other tiny-sd or tiny-clip weights: retrain with `python -m course_tools.train pbe --method {variant}`"
 
 
 def test_released_checkpoint_is_loaded_by_hub_id_or_refused_clearly_offline():
@@ -524,7 +524,7 @@ def test_fingerprint_follows_the_unet_and_vae_encoder_but_not_the_decoder(tmp_pa
 
 
 def test_fitted_masks_cover_the_object_with_the_exemplars_proportions():
-    from course_lib.bench.pbe import fitted_box, pbe_cases
+    from course_lib.evaluate import fitted_box, pbe_cases
 
     assert fitted_box((20, 30, 44, 38), (0, 0, 30, 30), 64) == (20, 22, 44, 46)  # wide box, square exemplar
     assert fitted_box((50, 2, 60, 12), (0, 0, 30, 20), 64) == (48, 2, 63, 12)    # kept inside the image
@@ -539,7 +539,8 @@ def test_fitted_masks_cover_the_object_with_the_exemplars_proportions():
 
 
 def test_a_perfect_paint_scores_and_a_wrong_one_does_not():
-    from course_lib.bench.pbe import pbe_cases, pbe_scores, perfect_paint
+    from course_lib.evaluate import pbe_cases, pbe_scores
+    from course_tools.bench.pbe import perfect_paint
     from course_lib.models import load_pipeline
 
     pipe = load_pipeline("tiny-sd")
@@ -561,8 +562,9 @@ def test_a_perfect_paint_scores_and_a_wrong_one_does_not():
 def test_the_validation_cases_are_not_the_bench_s_and_every_case_is_scored_once():
     import inspect
 
-    from course_lib.bench import pbe as bp
-    bench = inspect.signature(bp.pbe_cases).parameters["offset"].default  # the bench's cases start there
+    from course_lib.evaluate import pbe_cases
+    from course_tools.bench import pbe as bp
+    bench = inspect.signature(pbe_cases).parameters["offset"].default  # the bench's cases start there
     assert all(off >= bench + bp.BENCH_CASES or off + 40 <= bench for off in bp.VALIDATION_OFFSETS)
     assert all(b - a >= 40 for a, b in zip(bp.VALIDATION_OFFSETS, bp.VALIDATION_OFFSETS[1:]))
     res = bp.validation(guidance=(5.0,), steps=2, n=2, offsets=(90_000,), progress=False)
@@ -576,7 +578,7 @@ def test_the_card_gives_the_measured_table_with_its_case_count_and_the_zoomed_co
     import json
     import shutil
 
-    from course_lib.train.pbe import write_card
+    from course_tools.train.pbe import write_card
     for variant in ("bottleneck", "naive"):
         shutil.copy(pbe.TINY / f"{variant}.json", tmp_path)
     measured = {"shape+color": 70, "color": 100, "bg": 51.3, "blend_shape+color": 65, "blend_color": 95, "blend_bg": 49.7}

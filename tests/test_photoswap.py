@@ -101,7 +101,8 @@ def test_processors_restored_after_an_exception(pipe):
     def boom(i, t, z):
         raise RuntimeError("boom")
 
-    import course_lib.methods.photoswap as ps
+    import importlib
+    ps = importlib.import_module("course_lib.methods.photoswap")  # the module: course_lib.methods.photoswap is the driver
     orig = ps.sample
     try:
         ps.sample = lambda *a, **k: orig(*a, **{**k, "callback": boom})
@@ -178,7 +179,7 @@ def test_box_iou_reads_place_and_size_not_outline():
 
 
 def test_pose_ceiling_is_the_iou_of_a_perfect_swap():
-    from course_lib.bench.photoswap import pose_ceiling
+    from course_tools.bench.photoswap import pose_ceiling
     from course_lib.shapes.world import single_object
     for shape in ("circle", "square", "star"):
         mask_i, box_i = pose_ceiling(single_object(shape, "red", "white", size="large"))

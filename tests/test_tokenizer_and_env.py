@@ -5,7 +5,7 @@ from pathlib import Path
 from transformers import CLIPTokenizer
 
 from course_lib.shapes.vocab import CONCEPT_TOKEN, caption_words
-from course_lib.train.tokenizer import build_tokenizer
+from course_tools.train.tokenizer import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

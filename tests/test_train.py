@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from course_lib.train import common
-from course_lib.train.common import EMA, cosine_lr, load_checkpoint, save_checkpoint
+from course_tools.train import common
+from course_tools.train.common import EMA, cosine_lr, load_checkpoint, save_checkpoint
 
 
 def test_checkpoints_round_trip_model_optimizer_and_ema(tmp_path):
@@ -57,7 +57,7 @@ def test_a_spent_time_budget_stops_the_run_and_says_so_once(capsys):
 def test_clip_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     from transformers import CLIPModel
 
-    from course_lib.train.clip import train_clip
+    from course_tools.train.clip import train_clip
     monkeypatch.setattr(common, "RUNS", tmp_path)
     final = train_clip(out=tmp_path / "clip", minutes=None, steps=2, batch=8, n_scenes=32)
     assert json.loads((tmp_path / "clip" / "ckpt" / "state.json").read_text())["step"] == 2
@@ -71,7 +71,7 @@ def test_unet_and_text_encoder_train_together_and_resume(tmp_path, monkeypatch):
     from safetensors.torch import load_file
     from transformers import CLIPTextModel
 
-    from course_lib.train import unet as unet_mod
+    from course_tools.train import unet as unet_mod
     monkeypatch.setattr(common, "RUNS", tmp_path)
     monkeypatch.setattr(unet_mod, "RUNS", tmp_path)
     out = tmp_path / "unet-text"
@@ -94,7 +94,7 @@ def test_unet_and_text_encoder_train_together_and_resume(tmp_path, monkeypatch):
 
 def test_word_similarity_sees_words_apart():
     from course_lib import load_pipeline
-    from course_lib.train.unet import word_similarity
+    from course_tools.train.unet import word_similarity
     pipe = load_pipeline("tiny-sd", device="cpu", dtype="float32")
     words = ["circle", "square", "red"]
     m = word_similarity(pipe.text_encoder, pipe.tokenizer, words)
@@ -107,7 +107,7 @@ def test_shipped_text_encoder_keeps_shape_words_apart():
     """The refined text tower (train stage clip-text): no two shape words share their hidden state."""
     from course_lib import load_pipeline
     from course_lib.shapes.vocab import SHAPES
-    from course_lib.train.unet import word_similarity
+    from course_tools.train.unet import word_similarity
     pipe = load_pipeline("tiny-sd", device="cpu", dtype="float32")
     m = word_similarity(pipe.text_encoder, pipe.tokenizer, list(SHAPES))
     assert m[~torch.eye(len(SHAPES), dtype=bool)].max() < 0.8
@@ -117,7 +117,7 @@ def test_hard_negatives_change_exactly_one_attribute():
     import random
 
     from course_lib.shapes.vocab import COLOR_NAMES, SHAPES
-    from course_lib.train.clip_text import hard_negative
+    from course_tools.train.clip_text import hard_negative
     rng = random.Random(0)
     cap = "a red star left of a blue circle on a white background"
     for _ in range(20):
@@ -139,7 +139,7 @@ def test_text_refinement_trains_only_the_text_tower_and_resumes(tmp_path, monkey
     from safetensors.torch import load_file
     from transformers import CLIPModel
 
-    from course_lib.train import clip_text
+    from course_tools.train import clip_text
     monkeypatch.setattr(common, "RUNS", tmp_path)
     monkeypatch.setattr(clip_text, "RUNS", tmp_path)
     out = tmp_path / "clip-text"
@@ -161,7 +161,7 @@ def test_unet_cache_encodes_captions_again_when_the_text_encoder_changes(tmp_pat
     from safetensors.torch import load_file
     from transformers import CLIPModel
 
-    from course_lib.train import unet as unet_mod
+    from course_tools.train import unet as unet_mod
     monkeypatch.setattr(common, "RUNS", tmp_path)
     models = unet_mod.Path(unet_mod.__file__).resolve().parents[2] / "data" / "models"
     cache = tmp_path / "cache.safetensors"
@@ -182,7 +182,7 @@ def test_unet_cache_encodes_captions_again_when_the_text_encoder_changes(tmp_pat
 
 
 def test_earlier_runs_follow_the_recorded_chain_and_the_files_beside_it(tmp_path):
-    from course_lib.train.unet import earlier_runs
+    from course_tools.train.unet import earlier_runs
     first, second = tmp_path / "a" / "ckpt", tmp_path / "b" / "ckpt"
     first.mkdir(parents=True), second.mkdir(parents=True)
     (first / "state.json").write_text(json.dumps({"step": 7000, "seconds_total": 600.0, "text": "runs/clip/final"}))
@@ -200,7 +200,7 @@ def test_earlier_runs_follow_the_recorded_chain_and_the_files_beside_it(tmp_path
 
 def test_attribute_targets_name_every_shape_and_colour_of_the_caption():
     from course_lib.shapes.vocab import COLOR_NAMES, SHAPES
-    from course_lib.train.clip_vision import attribute_targets
+    from course_tools.train.clip_vision import attribute_targets
     s, c = attribute_targets(["a red star left of a blue circle on a gray background",
                               "a large green hexagon on a white background"])
     assert s[0, SHAPES.index("star")] == 1 and s[0, SHAPES.index("circle")] == 1 and s[0].sum() == 2
@@ -212,7 +212,7 @@ def test_vision_refinement_trains_only_the_vision_tower_and_resumes(tmp_path, mo
     from safetensors.torch import load_file
     from transformers import CLIPModel
 
-    from course_lib.train import clip_vision, unet
+    from course_tools.train import clip_vision, unet
     monkeypatch.setattr(common, "RUNS", tmp_path)
     monkeypatch.setattr(clip_vision, "RUNS", tmp_path)
     monkeypatch.setattr(unet, "RUNS", tmp_path)  # no refined text tower here: start from the shipped tiny-clip
@@ -236,7 +236,7 @@ def test_vision_refinement_trains_only_the_vision_tower_and_resumes(tmp_path, mo
 
 def test_card_paragraph_on_the_vision_refinement_measures_the_probe_before_and_after():
     from course_lib.models import MODELS_DIR, load_clip
-    from course_lib.train.card import vision_refinement_text
+    from course_tools.train.card import vision_refinement_text
     clip, _, _ = load_clip("tiny-clip", device="cpu", dtype="float32")
     state = {"step": 400, "seconds_total": 600.0, "batch": 128, "lr": 3e-4, "text": str(MODELS_DIR / "tiny-clip")}
     text = vision_refinement_text(clip, state, n_probe=36)
@@ -247,7 +247,7 @@ def test_card_paragraph_on_the_vision_refinement_measures_the_probe_before_and_a
 def test_decoder_fine_tune_keeps_the_encoder_and_resumes(tmp_path, monkeypatch):
     from diffusers import AutoencoderKL
 
-    from course_lib.train import vae as vae_mod
+    from course_tools.train import vae as vae_mod
     monkeypatch.setattr(common, "RUNS", tmp_path)
     monkeypatch.setattr(vae_mod, "RUNS", tmp_path)  # no VAE run here: starts from the shipped VAE
     src = AutoencoderKL.from_pretrained(vae_mod.decoder_source(), torch_dtype=torch.float32)
@@ -266,7 +266,7 @@ def test_decoder_fine_tune_keeps_the_encoder_and_resumes(tmp_path, monkeypatch):
 def test_edge_loss_measures_edges_not_levels():
     import torch.nn.functional as F
 
-    from course_lib.train.vae import edge_loss
+    from course_tools.train.vae import edge_loss
     x = -torch.ones(1, 3, 32, 32)
     x[..., 8:24, 8:24] = 1.0  # a sharp square
     blurred = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
@@ -276,7 +276,7 @@ def test_edge_loss_measures_edges_not_levels():
 
 
 def test_oversampling_weights_scenes_by_the_shapes_they_name():
-    from course_lib.train.unet import scene_weights
+    from course_tools.train.unet import scene_weights
     caps = ["a red hexagon on a white background", "a blue star to the left of a red hexagon",
             "a green circle on a gray background", "a small yellow star, a green cross and a red circle"]
     w = scene_weights(caps, {"hexagon": 3, "star": 2})
@@ -290,7 +290,7 @@ def test_oversampling_weights_scenes_by_the_shapes_they_name():
 def test_earlier_runs_follow_the_record_shipped_with_the_models(tmp_path):
     """A run started from the shipped UNet (``--init-from data/models/tiny-sd/unet``) on a machine
     without runs/ still knows the chain of runs behind those weights."""
-    from course_lib.train.unet import earlier_runs
+    from course_tools.train.unet import earlier_runs
     (tmp_path / "tiny-sd" / "unet").mkdir(parents=True)
     (tmp_path / "tiny-sd" / "training.json").write_text(json.dumps({"unet": {
         "step": 300, "seconds_total": 120.0, "text": "runs/clip-text/final",
@@ -309,8 +309,8 @@ def test_assemble_in_place_without_runs_keeps_the_shipped_parts_and_records(tmp_
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
 
-    from course_lib.train import assemble as asm
-    from course_lib.train import unet as unet_mod
+    from course_tools.train import assemble as asm
+    from course_tools.train import unet as unet_mod
     shipped = asm.MODELS
     models, runs = tmp_path / "models", tmp_path / "runs"
     for part in ("tiny-sd", "tiny-clip"):
@@ -344,7 +344,7 @@ def test_assemble_in_place_without_runs_keeps_the_shipped_parts_and_records(tmp_
 def test_a_vae_refit_to_a_world_starts_from_the_given_vae_and_keeps_its_world(tmp_path, monkeypatch):
     from diffusers import AutoencoderKL
 
-    from course_lib.train import vae as vae_mod
+    from course_tools.train import vae as vae_mod
     monkeypatch.setattr(common, "RUNS", tmp_path)
     shipped = vae_mod.MODELS / "tiny-sd" / "vae"
     final = vae_mod.train_vae(out=tmp_path / "vae", minutes=None, steps=2, batch=4, n_scenes=12, bf16=False,
@@ -365,7 +365,7 @@ def test_a_vae_refit_to_a_world_starts_from_the_given_vae_and_keeps_its_world(tm
 def test_world_candidates_are_exported_in_fp16_with_their_records(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from course_lib.train.worlds import export
+    from course_tools.train.worlds import export
     runs = tmp_path / "runs"
     (runs / "unet" / "ckpt").mkdir(parents=True)
     save_file({"w": torch.ones(2, 2)}, runs / "unet" / "ckpt" / "ema.safetensors")

@@ -195,11 +195,17 @@ def attention_probs(q, k, scale: float, mask=None) -> torch.Tensor:
     return scores.softmax(-1)
 
 
-def head_mean_probs(q, k, scale: float, mask=None, max_elements: int = 2 ** 24) -> torch.Tensor:
+def head_mean_probs(q, k, scale: float, mask=None, max_elements: int | None = None) -> torch.Tensor:
     """:func:`attention_probs` averaged over heads, (batch, queries, keys) in float32, computed for
-    blocks of queries so that no more than about ``max_elements`` probabilities exist at once (SD 1.5's
-    4096 x 4096 self-attention maps would otherwise take a GiB per layer)."""
+    blocks of queries so that no more than about ``max_elements`` probabilities exist at once.
+
+    The default block is eight times the size of ``q`` (at least 2**20 probabilities): the reading
+    then costs memory of the order of the layer's own activations, where whole maps would not (one of
+    SD 1.5's 4096 x 4096 self-attention layers at once takes a GiB; a reduced model's 1024 x 1024
+    layers take several times its weights)."""
     batch, heads, queries, _ = q.shape
+    if max_elements is None:
+        max_elements = max(2 ** 20, 8 * q.numel())
     rows = max(1, max_elements // (batch * heads * k.shape[-2]))
     if rows >= queries:
         return attention_probs(q, k, scale, mask).mean(1)

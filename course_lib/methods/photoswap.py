@@ -151,7 +151,7 @@ def invert_source(pipe, image, source_prompt: str, num_inference_steps: int, gui
 
     Null-text and DDIM inversion give the same z_T; what differs is the unconditional embedding.
     Null-text's, fitted to the source at every step, keeps drawing the source's subject, so a weakly
-    learned concept may not come through it (see ``course_lib.bench.photoswap``).
+    learned concept may not come through it (see ``course_tools.bench.photoswap``).
     """
     if inversion == "null-text":
         return null_text_inversion(pipe, image, source_prompt, num_inference_steps, guidance_scale,

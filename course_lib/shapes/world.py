@@ -376,6 +376,7 @@ def draw_order(spec: SceneSpec) -> SceneSpec:
     return spec
 
 
+HELD_OUT_SEED_OFFSET = 10_000_000  # evaluation scenes use seeds from here on; training scenes below
 SCENERY_STREAM = 7919  # the scenery of scene ``seed`` draws from the generator seeded [seed, SCENERY_STREAM]
 
 

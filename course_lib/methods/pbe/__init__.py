@@ -3,7 +3,7 @@
 Inputs: a source image x_s, a binary mask m (1 = the region to repaint) and a reference image x_r.
 The output keeps x_s where m = 0 and shows the reference's object, adapted to the scene, where m = 1.
 
-The model, as the paper builds it and :mod:`course_lib.train.pbe` trains it on Shapes World:
+The model, as the paper builds it and :mod:`course_tools.train.pbe` trains it on Shapes World:
 
 - a **9-channel inpainting UNet** (noisy latent z_t, masked-image latent E(x_s * (1 - m)), the
   keep-mask at latent size), initialised from the text-to-image UNet with zero weights for the 5

@@ -56,13 +56,13 @@ def tiny_pipeline(variant: str = "bottleneck", weights: Path | None = None, devi
 
     weights = Path(weights or TINY / f"{variant}.safetensors")
     if not weights.exists():
-        raise FileNotFoundError(f"{weights} is missing; train it with `python -m course_lib.train pbe --method {variant}`")
+        raise FileNotFoundError(f"{weights} is missing; train it with `python -m course_tools.train pbe --method {variant}`")
     base, current = trained_on(weights), base_fingerprint()
     if base is not None and base != current:
         import warnings
         warnings.warn(f"{weights.name} was trained on other tiny-sd or tiny-clip weights than the ones in {MODELS_DIR}: "
                       f"its trained parts do not fit them and the results will be poor. Retrain them with "
-                      f"`python -m course_lib.train pbe --method {variant}`", stacklevel=2)
+                      f"`python -m course_tools.train pbe --method {variant}`", stacklevel=2)
     sd_pipe = load_pipeline("tiny-sd", device="cpu", dtype=torch.float32)
     clip, _, proc = load_clip("tiny-clip", device="cpu", dtype=torch.float32)
     pipe = build_pipeline(sd_pipe, clip, proc, variant)
@@ -71,7 +71,7 @@ def tiny_pipeline(variant: str = "bottleneck", weights: Path | None = None, devi
         pipe.to(device, dtype)
         pipe.variant = "naive"
         return pipe
-    from ...train.common import RUNS
+    from ...config import RUNS
     folder = Path(folder or RUNS / "pbe-tiny")
     stamp = folder / "course_weights.json"
     key = {"weights": hashlib.sha256(weights.read_bytes()).hexdigest()[:16], "base": current}

@@ -26,54 +26,15 @@ import time
 import numpy as np
 import torch
 from PIL import Image
-from scipy import ndimage
 
-from ..methods.pbe import ZOOM_CONTEXT, object_box, paint_by_example, paint_by_example_zoomed, tiny_pipeline
-from ..metrics import psnr
-from ..sampling import decode, encode, to_pil
-from ..shapes import vocab as V
-from ..shapes.oracle import read_image
-from ..shapes.world import background_image, render_spec, single_object
+from course_lib.evaluate import pbe_cases, pbe_scores
+from course_lib.methods.pbe import ZOOM_CONTEXT, paint_by_example, paint_by_example_zoomed, tiny_pipeline
+from course_lib.sampling import decode, encode, to_pil
+from course_lib.shapes import vocab as V
+from course_lib.shapes.world import render_spec
+
 from . import Row, bench_config, suite
-from .base import held_out_scenes
 
-
-def fitted_box(obj_box, exemplar_box, size: int) -> tuple[int, int, int, int]:
-    """The smallest box with the exemplar box's proportions that covers ``obj_box``, centred on it
-    and moved (or cut) to stay inside the image: a mask a user would draw for *this* exemplar."""
-    ox0, oy0, ox1, oy1 = obj_box
-    aspect = (exemplar_box[2] - exemplar_box[0]) / (exemplar_box[3] - exemplar_box[1])
-    w = min(max(ox1 - ox0, (oy1 - oy0) * aspect), size)
-    h = min(max(w / aspect, oy1 - oy0), size)  # covering wins over the proportions where the image is too small
-    x0 = int(round(min(max((ox0 + ox1 - w) / 2, 0), size - w)))
-    y0 = int(round(min(max((oy0 + oy1 - h) / 2, 0), size - h)))
-    return x0, y0, min(size, x0 + int(round(w))), min(size, y0 + int(round(h)))
-
-
-def pbe_cases(n: int, offset: int = 80_000, crop: bool = True, mask: str = "object"):
-    """(scene, mask, reference, reference shape, reference colour) for ``n`` held-out scenes.
-    ``crop=False``: the reference is the whole 64 px exemplar image (its object in the middle of a
-    white field) instead of the object's box crop. ``mask="object"``: the mask is the scene object's
-    box (grown 2 px), whatever its proportions; ``"fitted"``: a box of the exemplar's proportions
-    that covers it (:func:`fitted_box`)."""
-    if mask not in ("object", "fitted"):
-        raise ValueError(f"mask must be 'object' or 'fitted', got {mask!r}")
-    out = []
-    for i, s in enumerate(held_out_scenes(n, offset=offset)):
-        o = s.spec.objects[0]
-        colours = [c for c in V.COLOR_NAMES if c != o.color]
-        shapes = [sh for sh in V.SHAPES if sh != o.shape]
-        c, sh = colours[i % len(colours)], shapes[(i // 2) % len(shapes)]
-        exemplar = single_object(sh, c, "white", size="large")
-        ex_box = object_box(exemplar.objects[0].bbox, exemplar.size)
-        x0, y0, x1, y1 = box = object_box(s.objects[0].bbox, s.size)
-        if mask == "fitted":
-            x0, y0, x1, y1 = fitted_box(box, ex_box, s.size)
-        m = np.zeros((s.size, s.size), bool)
-        m[y0:y1, x0:x1] = True
-        ref = exemplar.image.crop(ex_box) if crop else exemplar.image
-        out.append((s, m, ref, sh, c))
-    return out
 
 
 def perfect_paint(scene, shape: str, color: str, pipe=None) -> Image.Image:
@@ -83,25 +44,6 @@ def perfect_paint(scene, shape: str, color: str, pipe=None) -> Image.Image:
     img = render_spec(scene.spec.replace_object(0, shape=shape, color=color, pattern="plain"), scene.size).image
     return img if pipe is None else to_pil(decode(pipe, encode(pipe, img)))[0]
 
-
-def pbe_scores(source, out, mask, shape, color, background: str | None = None) -> dict:
-    """color / shape+color: an object of the exemplar's colour (and shape) read inside the mask; bg:
-    PSNR outside the mask; fill: the area of the largest such object over the mask's area. With the
-    scene's ``background`` name, also "bg_in": PSNR inside the mask but 2 px away from every object read,
-    against that background alone (what the mask hides once its object is gone; NaN where nothing is
-    left)."""
-    r = read_image(out)
-    inside = [o for o in r.objects if (o.mask & mask).sum() > 0.5 * o.area]
-    col = [o for o in inside if o.color == color]
-    scores = {"color": bool(col), "shape+color": any(o.shape == shape for o in col),
-              "bg": psnr(source, out, ~mask), "fill": max((o.area for o in col), default=0) / mask.sum()}
-    if background is not None:
-        objects = np.zeros(mask.shape, bool)
-        for o in r.objects:
-            objects |= o.mask
-        around = mask & ~ndimage.binary_dilation(objects, iterations=2)
-        scores["bg_in"] = psnr(background_image(background, mask.shape[0]), out, around) if around.any() else float("nan")
-    return scores
 
 
 def paint_cases(pipe, cases, steps: int, guidance: float = 5.0, blend: bool = False, desc: str | None = None,
@@ -189,7 +131,7 @@ def validation(weights=None, guidance=(3.0, 5.0, 7.5), steps: int = 50, n: int =
                offsets=VALIDATION_OFFSETS, progress: bool = True, context: float | None = None) -> dict:
     """Bottleneck Paint by Example on the validation cases (``n`` per offset, object-box masks, case i of
     an offset painted from seed i): {guidance: {"share": shape+colour share, "by_shape": {shape: [right,
-    cases]}}}. ``weights``: other trained parts (``python -m course_lib.train pbe --out FOLDER`` writes
+    cases]}}}. ``weights``: other trained parts (``python -m course_tools.train pbe --out FOLDER`` writes
     ``FOLDER/bottleneck.safetensors``); default, the shipped ones. ``context``: paint crops of that many
     times the mask's side (:func:`paint_cases`)."""
     pipe = tiny_pipeline("bottleneck", weights=weights)

@@ -17,14 +17,12 @@ from accelerate import Accelerator
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
+from course_lib.models import vae_config
+
 from .common import (HELD_OUT_SEED_OFFSET, MODELS, RUNS, Budget, autocast, cosine_lr, load_checkpoint,
                      refuse_other_settings, save_checkpoint, scene_dataset, to_tensor)
 
 
-def vae_config() -> dict:
-    return dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
-                down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
-                block_out_channels=[32, 64, 128], layers_per_block=1, norm_num_groups=16)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

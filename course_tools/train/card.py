@@ -1,6 +1,6 @@
 """Write data/models/README.md, the model card, from the training records and fresh measurements.
 
-``python -m course_lib.train.card`` (after ``assemble``). Everything in the card is measured by this
+``python -m course_tools.train.card`` (after ``assemble``). Everything in the card is measured by this
 script or read from the checkpoints' state.json files; nothing is typed in by hand.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from ..models import load_clip, load_pipeline, parameter_count
+from course_lib.models import load_clip, load_pipeline, parameter_count
 from .assemble import MODELS, weights_megabytes
 from .clip import clip_retrieval_accuracy
 from .common import RUNS, run_record
@@ -40,7 +40,7 @@ def vision_refinement_text(clip, s_vision: dict, n_probe: int = 720) -> str:
               if s_vision.get("text") and src.exists() else None)
     was = f"from {100 * before['shape']:.0f}% (colour {100 * before['color']:.0f}%) before it " if before else ""
     return f"""
-**Vision tower refinement** (`python -m course_lib.train clip-vision`, `course_lib/train/clip_vision.py`).
+**Vision tower refinement** (`python -m course_tools.train clip-vision`, `course_tools/train/clip_vision.py`).
 Paint by Example conditions on the vision tower's class token alone, and after contrastive training
 that token held the colour but only part of the shape (random in-batch captions are told apart by
 colour, background and position). The vision tower (text tower frozen) was then trained
@@ -78,7 +78,7 @@ def write_card(out: Path = MODELS / "README.md", n_generations: int = 200, hardw
                                               shapes))
     cos_before = sim_before if sim_before is not None else s_text.get("cosine_before")  # recorded when runs/ is gone
     cos_before = f"**{cos_before:.3f}**" if cos_before is not None else "0.99"
-    refined = f"""**Text tower refinement** (`python -m course_lib.train clip-text`, `course_lib/train/clip_text.py`).
+    refined = f"""**Text tower refinement** (`python -m course_tools.train clip-text`, `course_tools/train/clip_text.py`).
 The contrastive loss only reads the pooled end-of-text state, and random in-batch negatives differ in
 colour, background or position anyway, so the per-word hidden states — which the UNet's
 cross-attention reads — never needed the shape: the most similar pair of shape words in the same
@@ -97,7 +97,7 @@ shape words is now at cosine **{sim_clip:.3f}**.
     text_row = ("tiny-clip's text tower, fine-tuned with the UNet (stage 2)" if joint
                 else "tiny-clip's text tower (refined), frozen" if s_text else "tiny-clip's text tower, frozen")
     joint_text = "" if not joint else f"""
-**Stage 2, UNet and text encoder together** (`python -m course_lib.train unet --train-text`): the
+**Stage 2, UNet and text encoder together** (`python -m course_tools.train unet --train-text`): the
 frozen contrastive text tower hardly tells shape words apart — the most similar pair of shape words
 in the same caption ("a red ... on a white background") has hidden states at cosine
 **{sim_clip:.3f}** in tiny-clip — so the UNet learned colours and backgrounds but not shapes. From the
@@ -115,7 +115,7 @@ text tower, so tiny-sd's text encoder and tiny-clip's are no longer the same wei
                   if s_dec.get("source") and (src / "config.json").exists()
                   else {"all": s_dec["ceiling_before"]} if "ceiling_before" in s_dec else None)
         decoder_text = f"""
-**Decoder fine-tune** (`python -m course_lib.train vae-decoder`): the encoder frozen, so the latents
+**Decoder fine-tune** (`python -m course_tools.train vae-decoder`): the encoder frozen, so the latents
 (and the UNet and everything trained on them) are unchanged; the decoder and `post_quant_conv` trained
 {s_dec.get('step', '?')} more steps ({_minutes(s_dec):.0f} minutes, AdamW lr {s_dec.get('lr', '?')} with cosine decay over
 {s_dec.get('steps', '?')} steps, batch {s_dec.get('batch', '?')}, whole scenes) on L1 + MSE + {s_dec.get('edge_weight', '?')} x an edge
@@ -147,18 +147,18 @@ manifold.{f" The round-trip ceiling below was {100 * before['all']:.1f}% before 
     shape_status = "" if share["shape"] >= 0.9 else (
         f"- **Shapes are not learned yet**: the UNet gets colours and backgrounds right but draws the "
         f"right shape in only {100 * share['shape']:.0f}% of generations, short of the course's 90% bar. "
-        "It needs more training: `python -m course_lib.train unet --steps N --minutes M` resumes from "
+        "It needs more training: `python -m course_tools.train unet --steps N --minutes M` resumes from "
         "`runs/unet/ckpt` (on a machine without it, add `--init-from data/models/tiny-sd/unet`).\n")
     card = f"""# Embedded models: tiny-sd and tiny-clip
 
-Both are trained by this repository's own scripts (`course_lib/train`) on **Shapes World**, the
+Both are trained by this repository's own scripts (`course_tools/train`) on **Shapes World**, the
 course's procedural dataset, and stored as fp16 safetensors (all weights in `data/models`, Paint by Example's and
 the concepts' included: {weights_megabytes():.1f} MB).
 Load them with `course_lib.load_pipeline("tiny-sd")` and `course_lib.load_clip("tiny-clip")`, or
 directly with `diffusers.StableDiffusionPipeline.from_pretrained("data/models/tiny-sd")` and
 `transformers.CLIPModel.from_pretrained("data/models/tiny-clip")`.
 
-This card is written by `python -m course_lib.train.card`; every figure below is measured by it, and
+This card is written by `python -m course_tools.train.card`; every figure below is measured by it, and
 every training figure (steps, minutes, settings) comes from the training records that `assemble` keeps
 beside the weights in `tiny-sd/training.json`.
 
@@ -223,14 +223,14 @@ scenes are computed once before the loop. Trained {s_unet.get('step', '?')} step
   single-object prompts, 50 DDIM steps, guidance 7.5: **{100 * share['all']:.1f}%**
   (shape {100 * share['shape']:.1f}%, colour {100 * share['color']:.1f}%, background {100 * share['background']:.1f}%)
 
-More rows (DDIM inversion, seconds per image): `python -m course_lib.bench base`.
+More rows (DDIM inversion, seconds per image): `python -m course_tools.bench base`.
 
 ## Training time and hardware
 
 All stages ran on {hardware}, beside other work on the same machine. CLIP
 {_minutes(s_clip):.0f} min and the VAE {_minutes(s_vae):.0f} min ran in parallel (one core each){f", the VAE decoder's fine-tune {_minutes(s_dec):.0f} min" if s_dec else ""}, then the UNet
-{_minutes(s_unet) + earlier_minutes:.0f} min in all on one or two cores{f", the text refinement {_minutes(s_text):.0f} min" if s_text else ""}{f", the vision refinement {_minutes(s_vision):.0f} min" if s_vision else ""}{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_lib.train all` (resumable; each stage
-takes `--minutes`); on a GPU the same scripts run under `accelerate launch -m course_lib.train`.
+{_minutes(s_unet) + earlier_minutes:.0f} min in all on one or two cores{f", the text refinement {_minutes(s_text):.0f} min" if s_text else ""}{f", the vision refinement {_minutes(s_vision):.0f} min" if s_vision else ""}{f", then stage 2 {_minutes(s_joint):.0f} min on one core" if joint else ""}. Reproduce with `python -m course_tools.train all` (resumable; each stage
+takes `--minutes`); on a GPU the same scripts run under `accelerate launch -m course_tools.train`.
 
 ## Limits
 

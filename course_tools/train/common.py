@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..models import MODELS_DIR
-from ..shapes.world import make_scene
+from course_lib.config import RUNS  # noqa: F401 (re-exported for the stages)
+from course_lib.models import MODELS_DIR
+from course_lib.shapes.world import HELD_OUT_SEED_OFFSET, make_scene  # noqa: F401 (the training split's end)
 
-RUNS = Path(os.environ.get("COURSE_RUNS", Path(__file__).resolve().parents[2] / "runs"))
 MODELS = MODELS_DIR  # data/models: the shipped weights
 # The training records (each stage's state.json) of the shipped models, written by ``assemble`` beside
 # the weights, so the card and a continued run still know how they were made on a machine without runs/.
@@ -50,7 +50,6 @@ def record_beside(weights: str | Path) -> dict:
     return {}
 
 
-HELD_OUT_SEED_OFFSET = 10_000_000  # evaluation scenes use seeds from here on; training below
 
 
 def _render_range(args):
@@ -213,7 +212,7 @@ def refuse_other_settings(run: Path, trained: dict[str, str], asked: dict[str, s
 
 def check_oversample(oversample: dict[str, float]):
     """Refuse shape words Shapes World does not have and factors that are not positive."""
-    from ..shapes.vocab import ALL_SHAPES
+    from course_lib.shapes.vocab import ALL_SHAPES
     unknown = set(oversample) - set(ALL_SHAPES)
     if unknown:
         raise ValueError(f"oversample names no Shapes World shape: {sorted(unknown)}; shapes are {list(ALL_SHAPES)}")

@@ -17,55 +17,17 @@ import time
 import numpy as np
 import torch
 
-from ..methods.imagic import ImagicConfig, imagic_fit, imagic_sample
-from ..models import load_pipeline
-from ..shapes import vocab as V
-from ..shapes.oracle import read_image
-from ..shapes.world import make_scene
+from course_lib.evaluate import edit_scores, edit_succeeded, held_out_scenes, imagic_case, object_kept
+from course_lib.methods.imagic import ImagicConfig, imagic_fit, imagic_sample
+from course_lib.models import load_pipeline
+from course_lib.shapes.oracle import read_image
+from course_lib.shapes.world import make_scene
+
 from . import Row, bench_config, suite
-from .base import held_out_scenes
-from .editing import edit_scores
 
-
-def imagic_case(scene, i: int):
-    """(target spec, kind, what the oracle must read): colour, aspect or size, in turn."""
-    o = scene.spec.objects[0]
-    kind = ("color", "aspect", "size")[i % 3]
-    if kind == "color":
-        new = V.COLOR_NAMES[(V.COLOR_NAMES.index(o.color) + 2 + i % 3) % len(V.COLOR_NAMES)]
-        return scene.spec.replace_object(0, color=new), kind, new
-    if kind == "aspect":
-        new = "wide" if o.aspect == "tall" else "tall"
-        return scene.spec.replace_object(0, aspect=new), kind, new
-    new = "large" if o.size == "small" else "small"
-    return scene.spec.replace_object(0, size=new), kind, new
 
 
 VALIDATION_OFFSET = 55_000  # validation scenes; the test scenes start at 50_000 and number 21
-KEPT_DISTANCE = 0.125  # the edited object's centroid within this share of the side of the input's
-
-
-def edit_succeeded(image, source_spec, kind: str, new: str, reading=None) -> bool:
-    """``reading``: the oracle's reading of ``image`` when the caller already has it."""
-    o = source_spec.objects[0]
-    r = reading or read_image(image)
-    if kind == "color":
-        return r.find(color=new) is not None
-    seen = r.find(color=o.color)
-    return seen is not None and getattr(seen, kind) == new
-
-
-def object_kept(image, source_scene, kind: str, new: str, reading=None) -> bool:
-    """The edited image still shows the input's object: the oracle finds it (by its new colour after a
-    colour edit, else by its colour) with the input's shape and its centroid within
-    :data:`KEPT_DISTANCE` of the side from the input's. ``reading`` as in :func:`edit_succeeded`."""
-    o = source_scene.objects[0]
-    seen = (reading or read_image(image)).find(color=new if kind == "color" else o.color)
-    if seen is None or seen.shape != o.shape:
-        return False
-    moved = np.hypot(*(np.asarray(seen.centroid, float) - np.asarray(o.centroid, float)))
-    return moved <= KEPT_DISTANCE * source_scene.size
-
 
 def choose_eta(success: dict[float, list[bool]]) -> float:
     """The eta with the highest share of successes (edits that succeed and keep the object); a tie goes
@@ -148,7 +110,7 @@ def sd15_timing(smoke: bool, fractions=(0.05, 0.1)) -> list[Row]:
     name = "SD 1.5 architecture, 512x512 fp16: seconds per Imagic edit (paper's steps)"
     if not torch.cuda.is_available():
         return [Row("imagic", name, float("nan"), " s", detail="no CUDA GPU available in this run")]
-    from ..testing import full_size_sd_pipeline
+    from course_lib.testing import full_size_sd_pipeline
     pipe = full_size_sd_pipeline("sd15").to("cuda", torch.float16)
     scene = make_scene(1, size=512, n_objects=1)
     if smoke:

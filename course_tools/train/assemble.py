@@ -32,7 +32,7 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
     if (RUNS / "unet-text" / "ckpt" / "state.json").exists():  # UNet and text encoder trained together
         unet_ckpt = RUNS / "unet-text" / "ckpt"
     if not (unet_ckpt / "state.json").exists():
-        raise FileNotFoundError(f"no UNet run in {unet_ckpt}: train one first (`python -m course_lib.train unet`)")
+        raise FileNotFoundError(f"no UNet run in {unet_ckpt}: train one first (`python -m course_tools.train unet`)")
     state = json.loads((unet_ckpt / "state.json").read_text())
     weights = load_file(unet_ckpt / ("ema.safetensors" if use_ema else "model.safetensors"))
     joint = state.get("train_text", False)
@@ -74,7 +74,7 @@ def assemble(out: Path = MODELS, use_ema: bool = True) -> Path:
         a, b = clip.text_model.state_dict(), refined.text_model.state_dict()
         if any(not torch.equal(a[k].float(), b[k].float()) for k in a):
             raise ValueError(f"{vision_dir} was refined beside another text tower than {clip_dir}; "
-                             "run `python -m course_lib.train clip-vision` again")
+                             "run `python -m course_tools.train clip-vision` again")
         clip = refined
     if tc.exists():
         shutil.rmtree(tc)

@@ -1,4 +1,4 @@
-"""``python -m course_lib.bench base [more suites]``: print the measured table, exit 1 if a bar is missed."""
+"""``python -m course_tools.bench base [more suites]``: print the measured table, exit 1 if a bar is missed."""
 from __future__ import annotations
 
 import argparse
@@ -10,15 +10,15 @@ from . import SUITES, format_table
 
 
 def _load_suites():
-    import course_lib.bench as pkg
+    import course_tools.bench as pkg
     for m in pkgutil.iter_modules(pkg.__path__):
         if not m.name.startswith("_"):
-            importlib.import_module(f"course_lib.bench.{m.name}")
+            importlib.import_module(f"course_tools.bench.{m.name}")
 
 
 def main(argv=None) -> int:
     _load_suites()
-    p = argparse.ArgumentParser(prog="python -m course_lib.bench")
+    p = argparse.ArgumentParser(prog="python -m course_tools.bench")
     p.add_argument("suites", nargs="+", choices=sorted(SUITES) + ["all"])
     p.add_argument("--smoke", action="store_true", help="fewer cases (the CI setting)")
     a = p.parse_args(argv)

@@ -25,15 +25,15 @@ import time
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from ..methods.concepts import TI_TOKEN, load_concept, shows_concept
-from ..methods.p2p import P2PEdit, p2p_edit
-from ..methods.photoswap import PhotoswapConfig, concept_prompt, invert_source, photoswap
-from ..metrics import box_iou, mask_iou, psnr
-from ..models import MODELS_DIR, load_pipeline
-from ..shapes import vocab as V
-from ..shapes.oracle import read_image
+from course_lib.evaluate import subject_of, swap_scores
+from course_lib.methods.concepts import TI_TOKEN, load_concept
+from course_lib.methods.p2p import P2PEdit, p2p_edit
+from course_lib.methods.photoswap import PhotoswapConfig, concept_prompt, invert_source, photoswap
+from course_lib.metrics import box_iou, mask_iou
+from course_lib.models import MODELS_DIR, load_pipeline
+from course_lib.shapes import vocab as V
+
 from . import Row, bench_config, suite
 from .editing import NULL_TEXT_FEW
 
@@ -54,8 +54,7 @@ def swap_cases(n: int, offset: int = 60_000):
     """``n`` one-object scenes in the concept's own setting (a centred, medium or large, regular, plain
     object — how the concept's references show it), of a colour other than purple and a training shape;
     seeds from the held-out range."""
-    from ..shapes.world import single_object
-    from ..train.common import HELD_OUT_SEED_OFFSET
+    from course_lib.shapes.world import HELD_OUT_SEED_OFFSET, single_object
 
     out = []
     for i in range(n):
@@ -72,7 +71,7 @@ def pose_ceiling(scene) -> tuple[float, float]:
     place, size and rotation: what "pose kept" reads for a swap that keeps the pose exactly."""
     from dataclasses import replace
 
-    from ..shapes.world import SceneSpec, render_spec
+    from course_lib.shapes.world import SceneSpec, render_spec
     o = scene.spec.objects[0]
     c = V.HELD_OUT_CONCEPT
     heart = render_spec(SceneSpec((replace(o, shape=c["shape"], pattern=c["pattern"], color=c["color"]),),
@@ -80,32 +79,6 @@ def pose_ceiling(scene) -> tuple[float, float]:
     a, b = scene.objects[0].mask, heart.objects[0].mask
     return mask_iou(a, b), box_iou(a, b)
 
-
-def swap_scores(source_img, target_img, subject_mask: np.ndarray | None) -> dict:
-    """Oracle scores of one swap (see the module docstring). ``subject_mask``: the source's subject."""
-    r = read_image(target_img)
-    cands = [o for o in r.objects if o.color == V.HELD_OUT_CONCEPT["color"]]
-    if subject_mask is not None and cands:
-        o = max(cands, key=lambda c: mask_iou(c.mask, subject_mask))
-    else:
-        o = max(cands, key=lambda c: c.area) if cands else None
-    identity = shows_concept(o)
-    both = o is not None and subject_mask is not None
-    iou = mask_iou(o.mask, subject_mask) if both else 0.0
-    biou = box_iou(o.mask, subject_mask) if both else 0.0
-    edited = np.zeros(np.asarray(source_img).shape[:2], bool)
-    if subject_mask is not None:
-        edited |= subject_mask
-    if o is not None:
-        edited |= o.mask
-    keep = ~ndimage.binary_dilation(edited, iterations=2)
-    bg = psnr(source_img, target_img, keep) if keep.any() else float("nan")
-    return {"identity": identity, "purple": o is not None, "iou": iou, "box_iou": biou, "bg": bg}
-
-
-def subject_of(image, color: str):
-    found = read_image(image).find(color=color)
-    return None if found is None else found.mask
 
 
 def _baseline_edit(words) -> P2PEdit:

@@ -1,4 +1,4 @@
-"""Train the shipped concept weights: ``python -m course_lib.train concept [--method lora|textual_inversion]``.
+"""Train the shipped concept weights: ``python -m course_tools.train concept [--method lora|textual_inversion]``.
 
 Learns Shapes World's held-out concept (a purple dotted heart) under ``sks`` (LoRA) or ``<sks>``
 (Textual Inversion) on tiny-sd from 6 rendered references with
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..methods.concepts import CLASS_WORD, ConceptTraining, concept_references, learn_concept, save_concept, shows_concept
-from ..models import MODELS_DIR, load_pipeline
+from course_lib.methods.concepts import CLASS_WORD, ConceptTraining, concept_references, learn_concept, save_concept, shows_concept
+from course_lib.models import MODELS_DIR, load_pipeline
 
 FOLDERS = {"lora": "concept-sks-lora", "textual_inversion": "concept-sks-ti"}
 
@@ -24,10 +24,10 @@ FOLDERS = {"lora": "concept-sks-lora", "textual_inversion": "concept-sks-ti"}
 def concept_identity(pipe, token: str, n: int = 16, steps: int = 25, seed: int = 1) -> dict[str, float]:
     """Generate ``n`` images of "a <token> shape on a ... background" and read them with the oracle:
     the share read as purple, and as purple **and** a heart or dotted (the concept's identity, as in
-    ``python -m course_lib.bench photoswap``)."""
-    from ..sampling import sample
-    from ..shapes import vocab as V
-    from ..shapes.oracle import read_image
+    ``python -m course_tools.bench photoswap``)."""
+    from course_lib.sampling import sample
+    from course_lib.shapes import vocab as V
+    from course_lib.shapes.oracle import read_image
     prompts = [f"a {token} {CLASS_WORD} on a {V.BACKGROUNDS[i % len(V.BACKGROUNDS)]} background" for i in range(n)]
     images = sample(pipe, prompts, steps, 7.5, generator=torch.Generator().manual_seed(seed), progress=False)
     found = [read_image(im).find(color=V.HELD_OUT_CONCEPT["color"]) for im in images]
@@ -56,14 +56,14 @@ def train_concept(method: str = "lora", steps: int | None = None, lr: float | No
     (out / "training.json").write_text(json.dumps(info, indent=1))
     (out / "README.md").write_text(
         f"# tiny-sd concept weights: the held-out purple dotted heart ({method})\n\n"
-        f"Made by `python -m course_lib.train concept --method {method} --steps {cfg.steps}"
+        f"Made by `python -m course_tools.train concept --method {method} --steps {cfg.steps}"
         f"{'' if method == 'textual_inversion' else f' --prior-weight {cfg.prior_weight:g}'}` "
-        f"(`course_lib/train/concept.py`): {cfg.steps} steps of batch {cfg.batch}, AdamW lr {cfg.learning_rate:g}, "
+        f"(`course_tools/train/concept.py`): {cfg.steps} steps of batch {cfg.batch}, AdamW lr {cfg.learning_rate:g}, "
         f"{('prior preservation with ' + str(cfg.class_images) + f' class images (weight {cfg.prior_weight:g}), ' if cfg.prior_weight > 0 else 'no prior preservation, ') if method != 'textual_inversion' else ''}"
         f"{len(data.images)} rendered references, {minutes:.1f} min on a CPU ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}).\n"
         f"Prompts: `{data.prompts[0]}`, ... Load with `course_lib.methods.concepts.load_concept(pipe, folder, '{method}')`.\n"
         f"Measured on {quality['n']} generations of `a {token} {CLASS_WORD} on a ... background` "
         f"(25 steps, guidance 7.5, `concept_identity`): read as purple {100 * quality['purple']:.0f}%, as purple and a heart "
         f"or dotted (the concept) {100 * quality['identity']:.0f}%. "
-        f"Photoswap with it: `python -m course_lib.bench photoswap`.\n")
+        f"Photoswap with it: `python -m course_tools.bench photoswap`.\n")
     return out

@@ -29,21 +29,11 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from .common import (EMA, MODELS, RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, min_snr_weights,
                      oversample_setting, record_beside, refuse_other_settings, save_checkpoint, scene_dataset,
                      shipped_records, to_tensor)
-from .clip import CLIP_DIM
+from course_lib.models import noise_scheduler_config, unet_config  # noqa: F401 (the stages import them from here too)
 
 
-def unet_config() -> dict:
-    return dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-                down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-                up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-                block_out_channels=[64, 128, 128], cross_attention_dim=CLIP_DIM, attention_head_dim=4,
-                norm_num_groups=32)
 
 
-def noise_scheduler_config() -> dict:
-    """Stable Diffusion's training schedule."""
-    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
 
 
 @torch.no_grad()

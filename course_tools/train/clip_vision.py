@@ -7,7 +7,7 @@ random batch the colour, the background and the position already pick the right 
 tower never needed the outline. A Paint by Example model trained on it painted the exemplar's colour
 in a blob of the wrong shape.
 
-The refinement mirrors the text tower's (:mod:`course_lib.train.clip_text`), with the sides swapped:
+The refinement mirrors the text tower's (:mod:`course_tools.train.clip_text`), with the sides swapped:
 the text tower (tiny-sd's text encoder) and its projection stay frozen, and the vision tower is trained
 with two terms:
 
@@ -18,7 +18,7 @@ with two terms:
   class token which shapes and which colours the caption names (multi-label), so that the token the
   Paint by Example mapper reads carries both, not only what the contrastive loss happens to need.
 
-``python -m course_lib.train clip-vision`` writes ``runs/clip-vision/final`` (a full CLIPModel: the
+``python -m course_tools.train clip-vision`` writes ``runs/clip-vision/final`` (a full CLIPModel: the
 refined vision tower beside the unchanged text tower); ``assemble`` ships it as tiny-clip.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTokenizer
 
-from ..shapes.vocab import COLOR_NAMES, SHAPES
+from course_lib.shapes.vocab import COLOR_NAMES, SHAPES
 from .clip import image_processor
 from .clip_text import hard_negative_wins, hard_negatives
 from .common import RUNS, Budget, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
@@ -54,7 +54,7 @@ def attribute_targets(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def vision_source() -> Path:
     """The CLIP model tiny-clip is written from: the refined vision tower (``clip-vision``) when it
-    exists, else the text-refined model (:func:`course_lib.train.unet.text_source`)."""
+    exists, else the text-refined model (:func:`course_tools.train.unet.text_source`)."""
     from .unet import text_source
     d = RUNS / "clip-vision" / "final"
     return d if d.exists() else text_source()
@@ -154,7 +154,7 @@ def class_token_probe(model: CLIPModel, n: int = 720, seed: int = 0) -> dict[str
     Chance is 1/6 for both. This is the token Paint by Example conditions on."""
     from sklearn.linear_model import LogisticRegression
 
-    from ..shapes import single_object
+    from course_lib.shapes import single_object
     rng = np.random.default_rng(seed)
     refs = [single_object(SHAPES[k % 6], COLOR_NAMES[(k // 6) % 6], "white",
                           size=("medium", "large")[rng.integers(2)], rotation=float(rng.uniform(-45, 45)))

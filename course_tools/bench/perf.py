@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from ..attention import AttentionStore, Controller
-from ..methods.p2p import P2PEdit, p2p_edit
-from ..models import load_pipeline
-from ..sampling import initial_latents, sample
+from course_lib.attention import AttentionStore, Controller
+from course_lib.methods.p2p import P2PEdit, p2p_edit
+from course_lib.models import load_pipeline
+from course_lib.sampling import initial_latents, sample
+
 from . import Row, bench_config, suite
 
 STORE_BAR = 1.5  # the store's time and memory over plain generation
@@ -131,7 +132,7 @@ def measure(pipe, prompts, blend_word: str, steps: int, reps: int, tag: str, dev
 
 @suite("perf")
 def perf(smoke: bool | None = None) -> list[Row]:
-    from ..testing import random_pipeline
+    from course_lib.testing import random_pipeline
 
     cfg = bench_config(smoke)
     smoke = cfg.smoke
@@ -143,7 +144,7 @@ def perf(smoke: bool | None = None) -> list[Row]:
     rows += measure(sd, prompts, "circle", steps, reps, "SD 1.5 architecture, reduced width, 32x32 latents, CPU",
                     "cpu")
     if torch.cuda.is_available():
-        from ..testing import full_size_sd_pipeline
+        from course_lib.testing import full_size_sd_pipeline
         sd = full_size_sd_pipeline("sd15").to("cuda", torch.float16)
         rows += measure(sd, ["a red car on a street", "a blue car on a street"], "car", 50, 3,
                         "SD 1.5 architecture, 512x512 fp16", "cuda")

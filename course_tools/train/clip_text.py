@@ -3,7 +3,7 @@
 Why: tiny-clip is trained contrastively with random in-batch negatives, and the loss only reads the
 pooled end-of-text state. Colour, background and position already tell captions apart in a random
 batch, so the tower never needed the shape: in the hidden states the UNet reads, "triangle" and
-"star" had cosine similarity 0.99 in the same caption (:func:`course_lib.train.unet.word_similarity`),
+"star" had cosine similarity 0.99 in the same caption (:func:`course_tools.train.unet.word_similarity`),
 and tiny-sd drew the same amoeba-like blob for several shape words.
 
 The refinement keeps the vision tower frozen (Paint by Example and the CLIP score use it as it is)
@@ -14,7 +14,7 @@ and trains the text tower with three terms:
 - a **token-identity** term: a linear read-out (discarded afterwards) must recover each caption
   token from the final hidden state at its position, which is what the UNet's cross-attention reads.
 
-``python -m course_lib.train clip-text`` writes ``runs/clip-text/final`` (a full CLIPModel, the new
+``python -m course_tools.train clip-text`` writes ``runs/clip-text/final`` (a full CLIPModel, the new
 text tower with the old vision tower); the UNet stage and ``assemble`` take it when it exists.
 """
 from __future__ import annotations
@@ -29,9 +29,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPTokenizer
 
-from ..shapes.vocab import COLOR_NAMES, SHAPES
+from course_lib.shapes.vocab import COLOR_NAMES, SHAPES
 from .clip import image_processor
-from .common import HELD_OUT_SEED_OFFSET, MODELS, RUNS, Budget, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
+from .common import MODELS, RUNS, Budget, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
 
 NEGATIVE_KINDS = ("shape", "color", "binding")
 
@@ -169,19 +169,3 @@ def refine_text(out: Path | None = None, minutes: float = 15, steps: int = 600, 
     tok.save_pretrained(out / "final")
     image_processor().save_pretrained(out / "final")
     return out / "final"
-
-
-@torch.no_grad()
-def hard_negative_accuracy(model: CLIPModel, tok: CLIPTokenizer, n: int = 256, kind: str = "shape",
-                           seed: int = 0) -> float:
-    """Share of held-out images whose own caption scores above the same caption with one ``kind``
-    attribute swapped (chance: 50%)."""
-    from ..scores import clip_score
-    images, captions = scene_dataset(n, seed_offset=HELD_OUT_SEED_OFFSET, cache=False, workers=1)
-    rng = random.Random(seed)
-    pairs = [(i, nc) for i, nc in ((i, hard_negative(c, kind, rng)) for i, c in enumerate(captions)) if nc != captions[i]]
-    shown = [images[i] for i, _ in pairs]
-    clip = (model, tok, image_processor())
-    right = clip_score(clip, shown, [captions[i] for i, _ in pairs])
-    wrong = clip_score(clip, shown, [nc for _, nc in pairs])
-    return float((right > wrong).mean())

@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from ..shapes.vocab import caption_words
+from course_lib.shapes.vocab import caption_words
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 

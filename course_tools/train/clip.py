@@ -13,10 +13,11 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
+from course_lib.models import CLIP_DIM
+
 from .common import HELD_OUT_SEED_OFFSET, RUNS, Budget, autocast, cosine_lr, load_checkpoint, save_checkpoint, scene_dataset, to_tensor
 from .tokenizer import build_tokenizer
 
-CLIP_DIM = 128
 
 
 def clip_config(tokenizer: CLIPTokenizer) -> CLIPConfig:

@@ -1,6 +1,6 @@
 """Train tiny-sd on several Shapes Worlds side by side, with equal training, inside one time budget.
 
-``python -m course_lib.train.worlds --worlds ground hills clutter --minutes 9 --out OUT``
+``python -m course_tools.train.worlds --worlds ground hills clutter --minutes 9 --out OUT``
 
 For each world, one process runs the ordinary stages one after the other, in its own runs folder
 (``COURSE_RUNS=<runs>/<world>``):
@@ -27,14 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from .common import MODELS
 
 
 def stage_commands(world: str, a) -> list[list[str]]:
-    py = [sys.executable, "-m", "course_lib.train"]
+    py = [sys.executable, "-m", "course_tools.train"]
     common = ["--world", world, "--scenes", str(a.scenes)]
     return [
         py + ["vae", *common, "--init-from", str(MODELS / "tiny-sd" / "vae"), "--steps", str(a.vae_steps),
@@ -60,7 +59,7 @@ def export(world: str, runs: Path, out: Path) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m course_lib.train.worlds", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m course_tools.train.worlds", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worlds", nargs="+", default=["ground", "hills", "clutter"])
     p.add_argument("--minutes", type=float, default=9.0, help="the whole budget, exports included")
@@ -133,7 +132,7 @@ if __name__ == "__main__":
 def candidate_pipeline(out: Path, world: str, config=None):
     """The shipped tiny-sd with one world's refit VAE and trained UNet from ``out`` (what :func:`main`
     wrote there), the VAE's latent scaling from the UNet run's record."""
-    from ..models import load_pipeline
+    from course_lib.models import load_pipeline
 
     rec = json.loads((Path(out) / "records.json").read_text())[world]
     pipe = load_pipeline("tiny-sd", config=config)

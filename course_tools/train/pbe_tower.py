@@ -1,5 +1,5 @@
 """Refine a copy of tiny-clip's vision tower on object crops, for Paint by Example's condition:
-``python -m course_lib.train pbe-tower``.
+``python -m course_tools.train pbe-tower``.
 
 Why (measured by :func:`shape_axes`): Paint by Example conditions on the class token alone, and the
 tiny-clip tower's class token hardly holds the outline of what it sees. On the 36 canonical exemplars
@@ -31,10 +31,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..methods.pbe import augment_reference, boxable, object_box
-from ..models import load_clip
-from ..shapes import vocab as V
-from ..shapes.world import make_scene
+from course_lib.methods.pbe import augment_reference, boxable, object_box
+from course_lib.models import load_clip
+from course_lib.shapes import vocab as V
+from course_lib.shapes.world import make_scene
 from .common import RUNS, Budget, cosine_lr, load_checkpoint, save_checkpoint
 
 LABELS = {"shape": V.SHAPES, "color": V.COLOR_NAMES, "pattern": V.PATTERNS}
@@ -88,7 +88,7 @@ def shape_axes(tower, proc) -> float:
     white, cropped to their box): the share of the shape part's variance (each colour's mean
     removed) along its first principal axis. 1/5 when the 6 shapes are equally apart, 1 when they lie
     on a line."""
-    from ..shapes.world import single_object
+    from course_lib.shapes.world import single_object
     crops = []
     for c in V.COLOR_NAMES:
         for sh in V.SHAPES:

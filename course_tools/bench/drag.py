@@ -9,8 +9,9 @@ up (starting at a different one per case) that keeps the targets and the object'
 image. The editable region is that box grown by 3 px. Where the handle content ended: for a move,
 the centroid of the object the oracle finds (by colour) in the edited image; for a stretch, the mean
 of that object's pixels that lie furthest along the drag direction. An object the oracle no longer
-finds counts as not moved (its distance is the full handle-target distance). The same cases run
-without LoRA and without reference-latent control.
+finds counts as not moved (its distance is the full handle-target distance). Beside the distance, the
+shape check (:func:`~course_lib.evaluate.drag_kept_shape`): the oracle still reads the source's shape
+in the dragged object. The same cases run without LoRA and without reference-latent control.
 """
 from __future__ import annotations
 
@@ -19,66 +20,17 @@ import time
 import numpy as np
 import torch
 
-from ..methods.drag import (DragConfig, drag_edit, fit_identity_lora, leading_edge, move_handles,
-                            stretch_handles)
-from ..metrics import psnr
-from ..models import load_pipeline
-from ..shapes.oracle import read_image
-from ..shapes.world import make_scene
+from course_lib.evaluate import drag_case, drag_kept_shape, drag_scores, held_out_scenes
+from course_lib.methods.drag import DragConfig, drag_edit, fit_identity_lora
+from course_lib.models import load_pipeline
+from course_lib.shapes.world import make_scene
+
 from . import Row, bench_config, suite
-from .base import held_out_scenes
-
-DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 
 
-def drag_case(scene, i: int):
-    """(kind, handles, targets, mask, direction) for case i of ``scene`` (one object); handles and
-    targets are (n, 2) arrays of (x, y), the first handle is the one the case is scored on."""
-    o = scene.objects[0]
-    side = scene.size
-    x0, y0, x1, y1 = o.bbox
-    for k in range(4):
-        d = np.array(DIRECTIONS[(i + k) % 4], float)
-        if i % 2 == 0:
-            kind, dist = "move", 8.0
-            h = move_handles(o.mask, d)
-        else:
-            kind, dist = "stretch", 6.0
-            h = stretch_handles(o.mask, d)  # the first: the object's leading edge, as ended_at reads it
-        g = h + dist * d
-        # the object's box swept to its destination must stay in the image; the 3 px margin around it
-        # is clipped to the image (an object touching the border can still be dragged away from it)
-        lo = np.array([x0, y0]) + np.minimum(d * dist, 0)
-        hi = np.array([x1, y1]) + np.maximum(d * dist, 0)
-        if (g >= 2).all() and (g <= side - 3).all() and (lo >= 0).all() and (hi <= side).all():
-            break
-    else:  # no direction fits: drop extra handles that would leave, and stop the first one at the edge
-        inside = ((g >= 0) & (g <= side - 1)).all(1)
-        inside[0] = True
-        h, g = h[inside], g[inside]
-        g[0] = np.clip(g[0], 2, side - 3)
-    mask = np.zeros((side, side), bool)
-    lo, hi = np.clip(lo - 3, 0, side).astype(int), np.clip(hi + 3, 0, side).astype(int)
-    mask[lo[1]:hi[1], lo[0]:hi[0]] = True
-    return kind, h, g, mask, d
-
-
-def ended_at(image, scene, kind: str, handle, direction) -> np.ndarray | None:
-    seen = read_image(image).find(color=scene.objects[0].color)
-    if seen is None:
-        return None
-    if kind == "move":
-        return np.array(seen.centroid, float)
-    return leading_edge(seen.mask, direction)
-
-
-def drag_scores(image, scene, case) -> tuple[float, float]:
-    """(distance between target and where the handle content ended, % of side; PSNR outside the mask)."""
-    kind, h, g, mask, d = case
-    end = ended_at(image, scene, kind, h, d)
-    side = scene.size
-    dist = np.linalg.norm((end if end is not None else h[0]) - g[0])
-    return 100 * dist / side, psnr(scene.image, image, ~mask)
+# A drag moves or stretches an object; it must not turn it into another shape (a triangle dragged into
+# a concave blob can still land its handle on target). The course's bar, set before it was measured.
+SHAPE_KEPT = 80
 
 
 @suite("drag")
@@ -109,7 +61,7 @@ def drag(smoke: bool | None = None) -> list[Row]:
                           progress=False)
             if name == "DragDiffusion":
                 seconds.append(time.perf_counter() - t + lora_seconds[-1])
-            res[name].append(drag_scores(r.image, s, case))
+            res[name].append((*drag_scores(r.image, s, case), drag_kept_shape(r.image, s)))
     rows = [Row("drag", "handle-target distance before the drag", float(np.mean(start)), "% side",
                 detail=f"{n} rendered scenes: {(n + 1) // 2} moves, {n // 2} stretches")]
     for name, r in res.items():
@@ -122,6 +74,12 @@ def drag(smoke: bool | None = None) -> list[Row]:
                             for k in ("move", "stretch") if k in kinds)))
         rows.append(Row("drag", f"{name}: background PSNR outside the mask", float(np.mean([x[1] for x in r])), " dB",
                         28 if full else None))
+        rows.append(Row("drag", f"{name}: the object keeps its shape (oracle)", 100 * float(np.mean([x[2] for x in r])), "%",
+                        SHAPE_KEPT if full else None,
+                        detail="the oracle reads the source's shape in the object of its colour; " + ", ".join(
+                            f"{k.replace('move', 'moves').replace('stretch', 'stretches')} "
+                            f"{100 * np.mean([x[2] for x, kk in zip(r, kinds) if kk == k]):.0f}%"
+                            for k in ("move", "stretch") if k in kinds)))
     rows.append(Row("drag", "seconds per drag (LoRA + inversion + optimisation + denoising)", float(np.mean(seconds)),
                     " s", detail=f"LoRA {np.mean(lora_seconds):.0f} s of it; {base.lora_steps} LoRA steps, "
                                  f"up to {base.max_iterations} latent steps on {cfg.device}"))
@@ -135,7 +93,7 @@ def sd15_timing(smoke: bool) -> list[Row]:
     name = "SD 1.5 architecture, 512x512 fp16: seconds per drag (LoRA + optimisation)"
     if not torch.cuda.is_available():
         return [Row("drag", name, float("nan"), " s", detail="no CUDA GPU available in this run")]
-    from ..testing import full_size_sd_pipeline
+    from course_lib.testing import full_size_sd_pipeline
     pipe = full_size_sd_pipeline("sd15").to("cuda", torch.float16)
     scene = make_scene(2, size=512, n_objects=1)
     config = DragConfig(lora_steps=8 if smoke else 80, max_iterations=8 if smoke else 80, stop_distance=0.0)

@@ -15,70 +15,21 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from ..inversion import ddim_invert, null_text_inversion
-from ..methods.p2p import P2PEdit, p2p_edit
-from ..methods.pnp import pnp_translate
-from ..metrics import mask_iou, psnr
-from ..models import load_pipeline
-from ..sampling import sample
-from ..shapes import vocab as V
-from ..shapes.oracle import judge, read_image
-from ..shapes.world import SceneSpec
+from course_lib.evaluate import (DRAWABLE, TARGET_DRAWS, drawn_right, edit_scores, held_out_scenes, layout_kept,
+                                 swap_case, swap_parts)
+from course_lib.inversion import ddim_invert, null_text_inversion
+from course_lib.methods.p2p import P2PEdit, p2p_edit
+from course_lib.methods.pnp import pnp_translate
+from course_lib.metrics import mask_iou, psnr
+from course_lib.models import load_pipeline
+from course_lib.sampling import sample
+from course_lib.shapes import vocab as V
+from course_lib.shapes.oracle import read_image
+from course_lib.shapes.world import SceneSpec
+
 from . import Row, bench_config, suite
-from .base import held_out_scenes
 
-
-def swap_case(scene, i: int):
-    """(target spec, source word, target word): a colour swap for even i, a shape swap for odd i."""
-    o = scene.spec.objects[0]
-    if i % 2 == 0:
-        new = V.COLOR_NAMES[(V.COLOR_NAMES.index(o.color) + 1 + i // 2 % 5) % len(V.COLOR_NAMES)]
-        return scene.spec.replace_object(0, color=new), o.color, new
-    new = V.SHAPES[(V.SHAPES.index(o.shape) + 1 + i // 2 % 5) % len(V.SHAPES)]
-    return scene.spec.replace_object(0, shape=new), o.shape, new
-
-
-def edit_scores(source_img, target_img, target_spec: SceneSpec, source_mask=None, readings=None):
-    """(success, background PSNR): the oracle finds the target object; pixels outside the union of
-    the source and target objects (dilated by 1 px) stay. ``readings``: the oracle's (source, target)
-    readings when the caller already has them."""
-    o = target_spec.objects[0]
-    rs, rt = readings or (read_image(source_img), read_image(target_img))
-    found = rt.find(shape=o.shape, color=o.color)
-    union = np.zeros(np.asarray(source_img).shape[:2], bool)
-    for r in (rt, rs):
-        for obj in r.objects:
-            union |= obj.mask
-    if source_mask is not None:
-        union |= source_mask
-    keep = ~ndimage.binary_dilation(union, iterations=1)
-    return found is not None, psnr(source_img, target_img, keep)
-
-
-def swap_parts(source_img, target_img, source_spec: SceneSpec, target_spec: SceneSpec,
-               readings=None) -> tuple[bool, bool]:
-    """(the swapped attribute is read in the target, the source shows its own object).
-
-    They tell the failures of an edit apart: one that did not bring the new colour or shape, and one
-    whose source the model had already drawn wrong (then the shape a colour swap must keep is not
-    there to keep). ``readings`` as in :func:`edit_scores`."""
-    s, t = source_spec.objects[0], target_spec.objects[0]
-    rs, rt = readings or (read_image(source_img), read_image(target_img))
-    changed = {"color": t.color} if t.color != s.color else {"shape": t.shape}
-    return rt.find(**changed) is not None, rs.find(shape=s.shape, color=s.color) is not None
-
-
-def layout_kept(source_img, target_img, readings=None) -> float:
-    """Mask IoU of the largest object in the source and in the target: did the edited object stay
-    where, and as large as, the source's? A colour swap in place scores near 1. A shape swap in place
-    scores below 1 by the shapes' own difference (disc and square of one size 0.8, disc and triangle
-    0.45), so compare it between methods on the same cases. An object drawn elsewhere scores near 0,
-    an image with no object 0. ``readings`` as in :func:`edit_scores`."""
-    rs, rt = readings or (read_image(source_img), read_image(target_img))
-    a, b = rs.find(), rt.find()
-    return mask_iou(a.mask, b.mask) if a is not None and b is not None else 0.0
 
 
 def _swap_record(kind: str, source_img, target_img, source_spec: SceneSpec, target_spec: SceneSpec,
@@ -147,19 +98,6 @@ def _swap_rows(rows: list, source: str, res: dict, n: int, drawn: dict | None = 
 # model cannot. The rows' details split success by it. On the bench: the real shape swaps' targets are
 # drawn right in 75% of fresh draws (4 small objects in fewer than 3 of 4), and from the DDIM start P2P
 # succeeds in 91% of the 11 others; generated colour swaps 100% of the 24 drawable, shape 93% of 27.
-TARGET_DRAWS = 4
-DRAWABLE = 0.75  # a case's target counts as drawable when this share of its draws is read right (3 of 4)
-
-
-def drawn_right(pipe, spec: SceneSpec, steps: int, seed: int, draws: int = TARGET_DRAWS) -> float:
-    """Share of ``draws`` fresh-noise generations of ``spec``'s caption in which the oracle reads its
-    first object (shape and colour); the noise is seeded ``10_000 + seed``, apart from the seeds of the
-    edits' own starting latents."""
-    o = spec.objects[0]
-    g = torch.Generator().manual_seed(10_000 + seed)
-    imgs = sample(pipe, [spec.caption] * draws, steps, 7.5, generator=g, progress=False)
-    return float(np.mean([judge(im, o.shape, o.color) for im in imgs]))
-
 
 def _drawn_rows(rows: list, source: str, drawn: dict):
     for kind, shares in drawn.items():

@@ -1,4 +1,4 @@
-"""Train the embedded models: ``python -m course_lib.train STAGE [options]``.
+"""Train the embedded models: ``python -m course_tools.train STAGE [options]``.
 
 Stages, in order: ``clip`` (tiny-clip), ``clip-text`` (its text tower refined with hard negatives
 and a token-identity term, so shape words stay apart), ``clip-vision`` (its vision tower refined
@@ -10,7 +10,7 @@ concept LoRA / Textual Inversion, ``--method``), ``pbe-tower`` (a copy of tiny-c
 refined on object crops, for Paint by Example's condition) and ``pbe`` (notebook 05's Paint by Example,
 ``--method bottleneck|naive``).
 Every stage is seeded, stops at its time budget (``--minutes``), saves a resumable checkpoint under
-``runs/`` and continues from it when run again. Runs under ``accelerate launch -m course_lib.train``
+``runs/`` and continues from it when run again. Runs under ``accelerate launch -m course_tools.train``
 as well as plain ``python -m``; on a GPU add ``--no-bf16`` if the card has no bf16.
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from ..shapes.scenery import WORLDS
+from course_lib.shapes.scenery import WORLDS
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m course_lib.train", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m course_tools.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["clip", "clip-text", "clip-vision", "vae", "vae-decoder", "unet", "assemble", "card",
                                      "all", "concept", "pbe-tower", "pbe"])

@@ -1,11 +1,11 @@
-"""Train Paint by Example on Shapes World: ``python -m course_lib.train pbe [--method bottleneck|naive]``.
+"""Train Paint by Example on Shapes World: ``python -m course_tools.train pbe [--method bottleneck|naive]``.
 
 The paper's self-supervised recipe (:mod:`course_lib.methods.pbe`): for a scene and one of its
 objects, the mask is the object's box (Bezier-warped), the reference is the box crop (flipped,
 rotated, blurred, elastically warped), the target is the scene itself. 20% of the conditions are
 replaced by the learnable null vector. The UNet starts from tiny-sd's (9 input channels, the 5 new
 ones zero) and the image encoder from tiny-clip's vision tower (or, with ``--tower``, the copy of it that
-``python -m course_lib.train pbe-tower`` refines on object crops); trained: the whole UNet
+``python -m course_tools.train pbe-tower`` refines on object crops); trained: the whole UNet
 (``--unet-parts all``, as the paper) or only its input convolution and attention layers
 (``attention``), and the encoder's head (mapper, LayerNorm, projection, null vector). ``naive``
 conditions on all image tokens and uses neither augmentation.
@@ -31,10 +31,10 @@ from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..methods.pbe import (TINY, base_fingerprint, boxable, build_pipeline, load_trainable_state, object_box,
+from course_lib.methods.pbe import (TINY, base_fingerprint, boxable, build_pipeline, load_trainable_state, object_box,
                            self_supervised_sample, trainable_names, trainable_state, vision_tower)
-from ..models import load_clip, load_pipeline
-from ..shapes.world import make_scene
+from course_lib.models import load_clip, load_pipeline
+from course_lib.shapes.world import make_scene
 from .common import (RUNS, Budget, autocast, check_oversample, cosine_lr, load_checkpoint, min_snr_weights,
                      oversample_flag, oversample_setting, refuse_other_settings, save_checkpoint)
 
@@ -188,7 +188,7 @@ def train_pbe(variant: str = "bottleneck", minutes: float | None = 20, steps: in
     ``workers > 0`` in that many data-loader processes (for a GPU, which would otherwise wait).
     ``cover_masks``: Bezier masks that always hide the whole box (:func:`~course_lib.methods.pbe.bezier_mask`).
     ``init_from``: start from these trained parts (a ``<variant>.safetensors``) when the run has no checkpoint.
-    ``tower``: the image encoder's vision tower from this file (:mod:`course_lib.train.pbe_tower`'s refined
+    ``tower``: the image encoder's vision tower from this file (:mod:`course_tools.train.pbe_tower`'s refined
     copy of tiny-clip's) instead of tiny-clip's own; trained or frozen as ``encoder`` says, and stored with
     the trained parts either way, since tiny-clip no longer holds it.
     ``oversample``: {shape: factor}, pairs whose object has that shape drawn that many times as often.
@@ -342,7 +342,7 @@ def _tower_record(tower: Path | None) -> dict | None:
     import hashlib
     tower = Path(tower)
     if not tower.exists():
-        raise FileNotFoundError(f"{tower} is missing; refine the tower first with `python -m course_lib.train pbe-tower`")
+        raise FileNotFoundError(f"{tower} is missing; refine the tower first with `python -m course_tools.train pbe-tower`")
     beside = tower.with_suffix(".json")
     return {"sha256": hashlib.sha256(tower.read_bytes()).hexdigest()[:16],
             **({"record": json.loads(beside.read_text())} if beside.exists() else {})}
@@ -404,7 +404,7 @@ def _commands(record: dict) -> list[str]:
         if r["tower"].get("sha256") == last or not _tower_steps(r):
             return " --tower runs/pbe-tower/tower.safetensors"
         return f" --tower <the tower of pbe-tower --steps {_tower_steps(r)}>"
-    return [f"python -m course_lib.train pbe --method {r['variant']} --unet-parts {_unet_parts(r)} "
+    return [f"python -m course_tools.train pbe --method {r['variant']} --unet-parts {_unet_parts(r)} "
             f"--encoder {r.get('encoder', 'head')}{' --cover-masks' if r.get('cover_masks') else ''} "
             f"--scenes {r.get('scenes', 6000)} --batch {r['batch']} --lr {r['lr']:g} --steps {r['steps']}"
             f"{' --device cuda' if r.get('device', 'CPU') != 'CPU' else ''}"
@@ -418,7 +418,7 @@ def _commands(record: dict) -> list[str]:
 def write_card(folder: Path):
     """``README.md`` of ``data/models/pbe-tiny`` from the variants' training records."""
     lines = ["# Paint by Example, tiny (Shapes World)", "",
-             "Trained by `python -m course_lib.train pbe --method bottleneck|naive` (`course_lib/train/pbe.py`) with "
+             "Trained by `python -m course_tools.train pbe --method bottleneck|naive` (`course_tools/train/pbe.py`) with "
              "the paper's self-supervised recipe on rendered training scenes (one object box each). "
              "Initialisation: tiny-sd's UNet with 9 input channels (the 5 new ones zero) and VAE, tiny-clip's vision "
              "tower. Only the trained parameters are stored, fp16: the UNet (whole, or only its input convolution "
@@ -447,9 +447,9 @@ def write_card(folder: Path):
     towers = {v: d["tower"]["record"] for v, d in records.items() if (d.get("tower") or {}).get("record")}
     for v, t in towers.items():
         b, a = t["before"], t["after"]
-        lines += ["", f"The {v} variant's vision tower: tiny-clip's, refined by `python -m course_lib.train pbe-tower "
+        lines += ["", f"The {v} variant's vision tower: tiny-clip's, refined by `python -m course_tools.train pbe-tower "
                   f"--scenes {t['scenes']} --steps {t['steps']} --batch {t['batch']} --lr {t['lr']:g}` "
-                  f"(`course_lib/train/pbe_tower.py`: linear read-out heads for shape, colour and pattern on the class "
+                  f"(`course_tools/train/pbe_tower.py`: linear read-out heads for shape, colour and pattern on the class "
                   f"token, trained with the tower on {t['crops']:,} augmented object crops of training scenes, "
                   f"{t['minutes']} min on a 2-core CPU), then frozen. tiny-clip's contrastive task is solved by colour, "
                   f"so its class token hardly held the outline; a web-trained CLIP, the paper's, does. Linear probes "
@@ -464,7 +464,7 @@ def write_card(folder: Path):
     measured = [(v, d["measured"]) for v, d in records.items() if d.get("measured")]
     if measured:  # recorded in <variant>.json after a bench run; retraining rewrites the record without it
         zoom = all("zoom_shape+color" in m for _, m in measured)
-        lines += ["", f"Measured on these weights by `python -m course_lib.bench pbe` ({measured[0][1].get('cases', 20)} "
+        lines += ["", f"Measured on these weights by `python -m course_tools.bench pbe` ({measured[0][1].get('cases', 20)} "
                   "held-out cases, the exemplar cropped to its box as in training, the mask the box of the object it "
                   "replaces, 50 steps, guidance 5; bars: shape + colour >= 80%, unmasked region >= 30 dB"
                   + (f"; zoomed: only a square around the mask, {measured[0][1]['zoom_context']:g} times its side, painted "
@@ -477,6 +477,6 @@ def write_card(folder: Path):
                   f"{m['blend_shape+color']:.0f}% / {m['blend_color']:.0f}% / {m['blend_bg']:.1f} dB |"
                   + (f" {m['zoom_shape+color']:.0f}% / {m['zoom_color']:.0f}% |" if zoom else "") for v, m in measured]
     lines += ["", "20% of conditions replaced by the learnable null vector. Measured quality: "
-              "`python -m course_lib.bench pbe` (and notebook 05). Training continues from `runs/pbe-<variant>` "
+              "`python -m course_tools.bench pbe` (and notebook 05). Training continues from `runs/pbe-<variant>` "
               "when run again with a larger `--steps`.", ""]
     (folder / "README.md").write_text("\n".join(lines))

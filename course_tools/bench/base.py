@@ -6,20 +6,16 @@ import time
 import numpy as np
 import torch
 
-from ..inversion import ddim_invert
-from ..metrics import psnr
-from ..models import load_pipeline
-from ..sampling import decode, encode, sample, to_pil
-from ..shapes.oracle import read_image
-from ..shapes.world import isolated, make_scene
-from ..train.common import HELD_OUT_SEED_OFFSET
+from course_lib.evaluate import held_out_scenes, judge_generation
+from course_lib.inversion import ddim_invert
+from course_lib.metrics import psnr
+from course_lib.models import load_pipeline
+from course_lib.sampling import decode, encode, sample, to_pil
+from course_lib.shapes.oracle import read_image
+from course_lib.shapes.world import HELD_OUT_SEED_OFFSET, isolated, make_scene
+
 from . import Row, bench_config, suite
 
-
-def held_out_scenes(n: int, offset: int = 0, **kw):
-    """``n`` held-out scenes (seeds never used for training), default one object each."""
-    kw.setdefault("n_objects", 1)
-    return [make_scene(HELD_OUT_SEED_OFFSET + 500_000 + offset + i, **kw) for i in range(n)]
 
 
 def oracle_accuracy(n_scenes: int = 300) -> tuple[float, float, int]:
@@ -36,14 +32,6 @@ def oracle_accuracy(n_scenes: int = 300) -> tuple[float, float, int]:
                 ok += r.find(shape=o.shape, color=o.color) is not None
     return ok / total, bg / n_scenes, total
 
-
-def judge_generation(image, scene) -> dict:
-    r = read_image(image)
-    o = scene.objects[0]
-    found = r.find(color=o.color)
-    return {"shape": found is not None and found.shape == o.shape, "color": found is not None,
-            "background": r.background == scene.background,
-            "all": r.find(shape=o.shape, color=o.color) is not None and r.background == scene.background}
 
 
 @torch.no_grad()

@@ -23,14 +23,15 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..methods.p2p import P2PEdit, p2p_edit
-from ..metrics import psnr
-from ..sampling import initial_latents, sample
-from ..shapes import vocab as V
-from ..shapes.oracle import read_image, read_scenery
-from ..shapes.world import SceneSpec
+from course_lib.evaluate import held_out_scenes
+from course_lib.methods.p2p import P2PEdit, p2p_edit
+from course_lib.metrics import psnr
+from course_lib.sampling import initial_latents, sample
+from course_lib.shapes import vocab as V
+from course_lib.shapes.oracle import read_image, read_scenery
+from course_lib.shapes.world import SceneSpec
+
 from . import Row, bench_config, suite
-from .base import held_out_scenes
 
 NAIVE_BAR, METHOD_BAR = 22.0, 28.0  # dB: the naive edit visibly changes the rest, the method keeps it
 NAIVE_IOU_BAR, METHOD_IOU_BAR = 0.6, 0.85
@@ -121,7 +122,7 @@ def summary(records: list[dict]) -> dict:
 
 @suite("naive")
 def naive_suite(smoke: bool | None = None) -> list[Row]:
-    from ..models import load_pipeline
+    from course_lib.models import load_pipeline
 
     cfg = bench_config(smoke)
     pipe = load_pipeline(config=cfg)
@@ -162,18 +163,18 @@ def spike_table(results: dict[str, list[dict]]) -> str:
 
 
 def main(argv=None):
-    """``python -m course_lib.bench.naive [--candidates DIR] [--worlds ...]``: the naive edit against P2P
-    on the shipped tiny-sd and on world candidates (``python -m course_lib.train.worlds`` wrote them to
+    """``python -m course_tools.bench.naive [--candidates DIR] [--worlds ...]``: the naive edit against P2P
+    on the shipped tiny-sd and on world candidates (``python -m course_tools.train.worlds`` wrote them to
     DIR); prints the table and writes a grid (source | naive | P2P) per model."""
     import argparse
     from pathlib import Path
 
     from PIL import Image
 
-    from ..models import load_pipeline
+    from course_lib.models import load_pipeline
     from ..train.worlds import candidate_pipeline
 
-    p = argparse.ArgumentParser(prog="python -m course_lib.bench.naive")
+    p = argparse.ArgumentParser(prog="python -m course_tools.bench.naive")
     p.add_argument("--candidates", type=Path, default=None)
     p.add_argument("--worlds", nargs="*", default=["ground", "hills", "clutter"])
     p.add_argument("--cases", type=int, default=40)
