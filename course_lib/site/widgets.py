@@ -8,7 +8,6 @@ it names. The page says the widget is interactive in JupyterLab.
 """
 from __future__ import annotations
 
-import base64
 import html
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
