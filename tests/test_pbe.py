@@ -596,3 +596,92 @@ def test_the_card_gives_the_measured_table_with_its_case_count_and_the_zoomed_co
     card = (tmp_path / "README.md").read_text()
     assert "1.75 times its side" in card and "| 65% / 95% / 49.7 dB | 85% / 100% |" in card
     assert "| 65% / 95% / 49.7 dB | 25% / 100% |" in card
+
+
+def test_the_seam_row_passes_a_perfect_paint_and_fails_a_flat_patch_around_the_object():
+    from course_lib.bench.pbe import SEAM_BAR, background_by_kind, pbe_cases, pbe_scores, perfect_paint, seam_row
+    cases = pbe_cases(12)
+    kinds = {s.spec.background for s, *_ in cases}
+    assert {"checkered", "gradient"} <= kinds
+    perfect, flat = [], []
+    for s, m, ref, sh, c in cases:
+        right = perfect_paint(s, sh, c)
+        perfect.append(pbe_scores(s.image, right, m, sh, c, s.spec.background))
+        # the seam of a zoomed painting: the mask's background painted one flat tone around the new object
+        a = np.asarray(right).copy()
+        bare = m & (a == np.asarray(background_image(s.spec.background))).all(-1)
+        a[bare] = a[bare].mean(0).astype(np.uint8)
+        flat.append(pbe_scores(s.image, Image.fromarray(a), m, sh, c, s.spec.background))
+    good, bad = seam_row("perfect", perfect, cases), seam_row("flat", flat, cases)
+    assert good.bar == SEAM_BAR == 35 and good.passed and good.value >= 40
+    assert set(background_by_kind(perfect, cases)) == kinds
+    by_kind = background_by_kind(flat, cases)
+    assert not bad.passed and bad.value == min(by_kind.values()) and max(by_kind["checkered"], by_kind["gradient"]) < 25
+    # plain backgrounds hide no seam: a flat patch on them is the background itself
+    assert min(by_kind[k] for k in kinds & {"white", "gray"}) > 40
+    assert seam_row("nothing read", [{"bg_in": float("nan")}], cases[:1]).passed is False
+
+
+def test_feathered_zoomed_painting_blends_into_the_whole_image_painting_at_the_mask_s_edge(clip):
+    from scipy import ndimage
+    model, _, proc = clip
+    p = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")
+    image, m, ref = scene_inputs()
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    whole = np.asarray(paint_by_example(p, image, m, ref, 2, latents=z)[0], float)
+    zoomed = np.asarray(pbe.paint_by_example_zoomed(p, image, m, ref, 2, latents=z)[0], float)
+    out = np.asarray(pbe.paint_by_example_zoomed(p, image, m, ref, 2, feather=3, latents=z)[0], float)
+    alpha = np.clip(ndimage.distance_transform_edt(m) / 3, 0, 1)[..., None]
+    assert (out[~m] == np.asarray(image)[~m]).all()
+    assert np.abs(out - np.where(m[..., None], alpha * zoomed + (1 - alpha) * whole, out)).max() <= 0.5
+    deep = ndimage.distance_transform_edt(m) >= 3
+    assert (out[deep] == zoomed[deep]).all() and not (out[m & ~deep] == zoomed[m & ~deep]).all()
+    # the same noise from a generator as from latents drawn from it
+    again = pbe.paint_by_example_zoomed(p, image, m, ref, 2, feather=3, generator=torch.Generator().manual_seed(3))[0]
+    assert (np.asarray(again) == out).all()
+    with pytest.raises(ValueError, match="feather"):
+        pbe.paint_by_example_zoomed(p, image, m, ref, 1, feather=-1)
+
+
+def test_repainting_starts_from_the_given_image_part_of_the_way_down(clip, monkeypatch):
+    import course_lib.methods.pbe.inpaint as inp
+    model, _, proc = clip
+    p = build_pipeline(random_pipeline("tiny-sd"), model, proc, "bottleneck")
+    image, m, ref = scene_inputs()
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    starts, real = [], inp.denoise
+    monkeypatch.setattr(inp, "denoise", lambda *a, **k: starts.append(k["start_index"]) or real(*a, **k))
+    plain = paint_by_example(p, image, m, ref, 10, latents=z, output="latent")
+    full = paint_by_example(p, image, m, ref, 10, latents=z, init_image=image, strength=1.0, output="latent")
+    torch.testing.assert_close(plain, full)  # strength 1: the init image is noised away, plain painting
+    other = make_scene(11, n_objects=1).image
+    half = paint_by_example(p, image, m, ref, 10, latents=z, init_image=other, strength=0.3, output="latent")
+    assert starts == [0, 0, 7] and not torch.allclose(half, plain)
+    out = pbe.paint_by_example_zoomed(p, image, m, ref, 10, repaint=0.5, latents=z)[0]
+    zoomed = pbe.paint_by_example_zoomed(p, image, m, ref, 10, latents=z)[0]
+    again = paint_by_example(p, image, m, ref, 10, latents=z, init_image=zoomed, strength=0.5)[0]
+    assert (np.asarray(out)[~m] == np.asarray(image)[~m]).all() and (np.asarray(out)[m] == np.asarray(again)[m]).all()
+    assert starts[-1] == 5
+    for bad, said in ((dict(strength=0.0), "strength"), (dict(strength=0.5, num_images=2, init_image=[image] * 3), "init_image")):
+        with pytest.raises(ValueError, match=said):
+            paint_by_example(p, image, m, ref, 2, **{"init_image": image, **bad})
+    with pytest.raises(ValueError, match="repaint"):
+        pbe.paint_by_example_zoomed(p, image, m, ref, 1, repaint=1.0)
+
+
+def test_the_bench_runs_a_part_of_its_modes_with_a_seam_row_for_each_and_refuses_unknown_ones(monkeypatch):
+    import course_lib.bench.pbe as bp
+    monkeypatch.setattr(bp, "tiny_pipeline", lambda variant: "pipe")
+    seen = []
+
+    def fake(pipe, cases, steps, **kw):
+        seen.append(kw)
+        return [{"shape+color": True, "color": True, "bg": 40.0, "bg_in": 45.0, "fill": 0.5} for _ in cases], 0.1
+    monkeypatch.setattr(bp, "paint_cases", fake)
+    rows = bp.pbe_suite(smoke=True, modes=("zoomed+repaint",), variants=("bottleneck",), n=4)
+    assert seen == [bp.MODES["zoomed+repaint"][1]] and seen[0]["repaint"] == bp.ZOOM_REPAINT
+    seam = [r for r in rows if "worst background kind" in r.name]
+    assert len(seam) == 1 and seam[0].bar == bp.SEAM_BAR and seam[0].passed
+    assert bp.DEFAULT_MODES[0] == "whole" and set(bp.DEFAULT_MODES) <= set(bp.MODES)
+    with pytest.raises(ValueError, match="unknown modes"):
+        bp.pbe_suite(smoke=True, modes=("sideways",), n=1)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from ... import checks
-from ...sampling import decode, denoise, to_pil
+from ...sampling import decode, denoise, encode, to_pil
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -71,7 +72,8 @@ def mask_inputs(pipe, image, mask: np.ndarray):
 @torch.no_grad()
 def paint_by_example(pipe, image, mask, reference, num_inference_steps: int = 50, guidance_scale: float = 5.0,
                      num_images: int = 1, generator: torch.Generator | None = None, latents=None,
-                     blend_known: bool = False, progress: bool = False, output: str = "pil"):
+                     blend_known: bool = False, progress: bool = False, output: str = "pil",
+                     init_image=None, strength: float = 1.0):
     """Repaint ``mask`` of ``image`` with the object of ``reference``.
 
     ``guidance_scale`` s: eps(v) + s (eps(c) - eps(v)) with the learned null vector v (paper: s = 5).
@@ -80,6 +82,10 @@ def paint_by_example(pipe, image, mask, reference, num_inference_steps: int = 50
     ``blend_known``: after every step, replace the latent outside the mask by the source's latent
     noised to that step (blended latent diffusion), so the known region is kept even where the model
     has not learned to keep it. Off by default: the paper and diffusers' pipeline rely on the model.
+    ``init_image`` (one image, or one per sample) with ``strength`` < 1: start from its latent noised to the
+    step where a fraction ``strength`` of the schedule is left (SDEdit inside the mask) instead of from pure
+    noise (``latents``, or the generator's draw, is then that noise); the model's masked-image input is still
+    ``image``'s. :func:`paint_by_example_zoomed` uses it to repaint its result at the model's own scale.
     """
     image = check_image(pipe, image)
     m = check_mask(mask, image.size[0])
@@ -97,6 +103,16 @@ def paint_by_example(pipe, image, mask, reference, num_inference_steps: int = 50
     if latents is None:
         latents = torch.randn(shape, generator=generator, dtype=torch.float32)
     z = (latents.to(device, dtype) * pipe.scheduler.init_noise_sigma)
+    start = 0
+    strength = checks.fraction(strength, "strength", open_low=True)
+    if init_image is not None and strength < 1:  # SDEdit: the init image's latent, noised to the start step
+        inits = init_image if isinstance(init_image, (list, tuple)) else [init_image] * num_images
+        if len(inits) != num_images:
+            raise ValueError(f"init_image: {len(inits)} images for num_images={num_images}")
+        z0 = encode(pipe, [check_image(pipe, im, "init_image") for im in inits]).to(device, dtype)
+        pipe.scheduler.set_timesteps(checks.steps(num_inference_steps), device=device)
+        start = min(num_inference_steps - 1, int(round((1 - strength) * num_inference_steps)))
+        z = pipe.scheduler.add_noise(z0, latents.to(device, dtype), pipe.scheduler.timesteps[start:start + 1])
     keep_known = None
     if blend_known:  # after each step, the source's latent noised to the next step outside the mask
         x_src = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
@@ -109,7 +125,7 @@ def paint_by_example(pipe, image, mask, reference, num_inference_steps: int = 50
             return keep * known + (1 - keep) * z
     # 4. the denoising loop (the course's one loop, with the extra channels)
     z = denoise(pipe, z, cond.to(dtype), null.to(dtype) if guided else None, num_inference_steps, guidance_scale,
-                extra_channels=extra, callback=keep_known, progress=progress, desc="Paint by Example")
+                extra_channels=extra, callback=keep_known, progress=progress, desc="Paint by Example", start_index=start)
     # 5. decode
     if output == "latent":
         return z
@@ -142,21 +158,39 @@ def zoom_box(mask: np.ndarray, context: float = ZOOM_CONTEXT) -> tuple[int, int,
 
 
 def paint_by_example_zoomed(pipe, image, mask, reference, num_inference_steps: int = 50, guidance_scale: float = 5.0,
-                            context: float = ZOOM_CONTEXT, **kwargs) -> list[Image.Image]:
+                            context: float = ZOOM_CONTEXT, feather: float = 0.0, repaint: float = 0.0,
+                            **kwargs) -> list[Image.Image]:
     """:func:`paint_by_example` on a crop around the mask at the model's full resolution (what inpainting
     tools call "only masked"): crop :func:`zoom_box`, enlarge it to the model's size, paint it, shrink the
     result back and put its masked pixels into the image. Outside the mask the source's pixels stay as
     they are. A small mask thereby gets as many latent cells as a large object has: with tiny-sd's
     16x16 latents a small star or cross otherwise gets about 5x5 of them to be drawn in. A mask whose
     crop is the whole image is painted as by :func:`paint_by_example`. ``kwargs`` go to it (``num_images``,
-    ``generator``, ``latents``, ``blend_known``, ``progress``); the result is PIL images."""
+    ``generator``, ``latents``, ``blend_known``, ``progress``); the result is PIL images.
+
+    The enlarged crop shows the background at a scale no training image had, and the model does not
+    continue a texture there: a checkered background comes out flat around the new object, a visible
+    rectangle. Two remedies, both off by default (``bench pbe`` measures them):
+
+    - ``feather`` (pixels): also paint the whole image from the same noise, and inside the mask blend the
+      two, the whole-image painting at the mask's edge and the zoomed one from ``feather`` pixels in;
+    - ``repaint`` (a fraction of the schedule, in (0, 1)): paint the zoomed result again on the whole image,
+      at the model's own scale, starting from it noised to where ``repaint`` of the schedule is left
+      (``init_image`` / ``strength`` of :func:`paint_by_example`), the source's pixels put back outside.
+    """
     if kwargs.get("output", "pil") != "pil":
         raise ValueError("paint_by_example_zoomed returns PIL images; use paint_by_example for latents or tensors")
+    feather = checks.fraction(feather, "feather", high=float("inf"), open_high=True)
+    repaint = checks.fraction(repaint, "repaint", open_high=True)
     image = check_image(pipe, image)
     m = check_mask(mask, image.size[0])
     size = image.size[0]
     x0, y0, x1, y1 = box = zoom_box(m, context)
     inside = m[y0:y1, x0:x1]
+    if (feather or repaint) and kwargs.get("latents") is None:  # one noise draw for every painting below
+        n, f = kwargs.get("num_images", 1), pipe.vae_scale_factor
+        kwargs["latents"] = torch.randn((n, pipe.vae.config.latent_channels, size // f, size // f),
+                                        generator=kwargs.get("generator"), dtype=torch.float32)
     crop = image.crop(box).resize((size, size), Image.LANCZOS)
     crop_mask = np.asarray(Image.fromarray(inside).resize((size, size), Image.NEAREST))
     painted = paint_by_example(pipe, crop, crop_mask, reference, num_inference_steps, guidance_scale, **kwargs)
@@ -166,8 +200,17 @@ def paint_by_example_zoomed(pipe, image, mask, reference, num_inference_steps: i
         small = np.asarray(p.resize((x1 - x0, y1 - y0), Image.LANCZOS))
         arr = src.copy()
         arr[y0:y1, x0:x1][inside] = small[inside]
-        out.append(Image.fromarray(arr))
-    return out
+        out.append(arr)
+    if feather:  # the whole-image painting at the mask's edge, the zoomed one inside
+        whole = paint_by_example(pipe, image, m, reference, num_inference_steps, guidance_scale, **kwargs)
+        alpha = np.clip(ndimage.distance_transform_edt(m) / feather, 0, 1)[..., None]
+        out = [np.where(m[..., None], np.round(alpha * a + (1 - alpha) * np.asarray(w)), src).astype(np.uint8)
+               for a, w in zip(out, whole)]
+    if repaint:  # the whole result painted again at the model's scale, from part of the way down
+        again = paint_by_example(pipe, image, m, reference, num_inference_steps, guidance_scale,
+                                 init_image=[Image.fromarray(a) for a in out], strength=repaint, **kwargs)
+        out = [np.where(m[..., None], np.asarray(a), src) for a in again]
+    return [Image.fromarray(a) for a in out]
 
 
 def mask_image(mask: np.ndarray) -> Image.Image:
