@@ -11,7 +11,8 @@ ground truth; nothing trains or loads a model.
 - Prompt-to-Prompt and Plug-and-Play (02, 03): :func:`swap_case`, :func:`edit_scores`,
   :func:`swap_parts`, :func:`layout_kept`, :func:`drawn_right`
 - Photoswap (04): :func:`swap_scores`, :func:`subject_of`
-- Paint by Example (05): :func:`pbe_cases`, :func:`fitted_box`, :func:`pbe_scores`
+- Paint by Example (05): :func:`pbe_cases`, :func:`fitted_box`, :func:`pbe_scores`, the seam
+  (:func:`background_by_kind`, :func:`seam_row`, :data:`SEAM_BAR`)
 - Imagic (06): :func:`imagic_case`, :func:`edit_succeeded`, :func:`object_kept`
 - DragDiffusion (07): :func:`drag_case`, :func:`ended_at`, :func:`drag_scores`, :func:`drag_kept_shape`
 """
@@ -240,6 +241,32 @@ def pbe_scores(source, out, mask, shape, color, background: str | None = None) -
         around = mask & ~ndimage.binary_dilation(objects, iterations=2)
         scores["bg_in"] = psnr(background_image(background, mask.shape[0]), out, around) if around.any() else float("nan")
     return scores
+
+
+def background_by_kind(res, cases) -> dict[str, float]:
+    """The mean "bg_in" of :func:`pbe_scores` (the background inside the mask around the painted object)
+    per background kind of the cases' scenes, NaN-free kinds only, in :data:`~course_lib.shapes.vocab.BACKGROUNDS`' order."""
+    out = {}
+    for b in V.BACKGROUNDS:
+        vals = [x["bg_in"] for x, case in zip(res, cases) if case[0].spec.background == b and not np.isnan(x["bg_in"])]
+        if vals:
+            out[b] = float(np.mean(vals))
+    return out
+
+
+# The seam bar: a painting must give back, around its object, the background the mask hid, on every kind
+# of background; a whole-image painting scores 45 dB or more on each, a flat patch on a checkered one under 20.
+SEAM_BAR = 35.0
+
+
+def seam_row(tag: str, res, cases, bar: float | None = SEAM_BAR) -> Row:
+    """The row that scores the seam: the background inside the mask around the painted object on the
+    *worst* background kind (:func:`background_by_kind`), so that a mode which breaks one kind fails."""
+    kinds = background_by_kind(res, cases)
+    worst = min(kinds, key=kinds.get) if kinds else None
+    return Row("pbe", f"{tag}: background inside the mask around the object, worst background kind",
+               kinds[worst] if worst else float("nan"), " dB", bar,
+               detail=f"worst: {worst}; " + ", ".join(f"{b} {v:.1f}" for b, v in kinds.items()))
 
 
 # --- Imagic -----------------------------------------------------------------------------------

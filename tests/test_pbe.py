@@ -599,7 +599,8 @@ def test_the_card_gives_the_measured_table_with_its_case_count_and_the_zoomed_co
 
 
 def test_the_seam_row_passes_a_perfect_paint_and_fails_a_flat_patch_around_the_object():
-    from course_lib.bench.pbe import SEAM_BAR, background_by_kind, pbe_cases, pbe_scores, perfect_paint, seam_row
+    from course_lib.evaluate import SEAM_BAR, background_by_kind, pbe_cases, pbe_scores, seam_row
+    from course_tools.bench.pbe import perfect_paint
     cases = pbe_cases(12)
     kinds = {s.spec.background for s, *_ in cases}
     assert {"checkered", "gradient"} <= kinds
@@ -670,7 +671,7 @@ def test_repainting_starts_from_the_given_image_part_of_the_way_down(clip, monke
 
 
 def test_the_bench_runs_a_part_of_its_modes_with_a_seam_row_for_each_and_refuses_unknown_ones(monkeypatch):
-    import course_lib.bench.pbe as bp
+    import course_tools.bench.pbe as bp
     monkeypatch.setattr(bp, "tiny_pipeline", lambda variant: "pipe")
     seen = []
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from course_lib.evaluate import pbe_cases, pbe_scores
+from course_lib.evaluate import SEAM_BAR, pbe_cases, pbe_scores, seam_row
 from course_lib.methods.pbe import ZOOM_CONTEXT, paint_by_example, paint_by_example_zoomed, tiny_pipeline
 from course_lib.sampling import decode, encode, to_pil
 from course_lib.shapes import vocab as V
@@ -66,32 +66,6 @@ def paint_cases(pipe, cases, steps: int, guidance: float = 5.0, blend: bool = Fa
         t_all += time.perf_counter() - t
         res.append(pbe_scores(s.image, out, m, sh, c, s.spec.background))
     return res, t_all / len(cases)
-
-
-def background_by_kind(res, cases) -> dict[str, float]:
-    """The mean "bg_in" of :func:`pbe_scores` (the background inside the mask around the painted object)
-    per background kind of the cases' scenes, NaN-free kinds only, in :data:`~course_lib.shapes.vocab.BACKGROUNDS`' order."""
-    out = {}
-    for b in V.BACKGROUNDS:
-        vals = [x["bg_in"] for x, case in zip(res, cases) if case[0].spec.background == b and not np.isnan(x["bg_in"])]
-        if vals:
-            out[b] = float(np.mean(vals))
-    return out
-
-
-# The seam bar: a painting must give back, around its object, the background the mask hid, on every kind
-# of background; a whole-image painting scores 45 dB or more on each, a flat patch on a checkered one under 20.
-SEAM_BAR = 35.0
-
-
-def seam_row(tag: str, res, cases, bar: float | None = SEAM_BAR) -> Row:
-    """The row that scores the seam: the background inside the mask around the painted object on the
-    *worst* background kind (:func:`background_by_kind`), so that a mode which breaks one kind fails."""
-    kinds = background_by_kind(res, cases)
-    worst = min(kinds, key=kinds.get) if kinds else None
-    return Row("pbe", f"{tag}: background inside the mask around the object, worst background kind",
-               kinds[worst] if worst else float("nan"), " dB", bar,
-               detail=f"worst: {worst}; " + ", ".join(f"{b} {v:.1f}" for b, v in kinds.items()))
 
 
 # The bench's held-out cases (offset 80,000): one case moves a share by 1 point (by 5 with 20).
