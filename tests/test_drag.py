@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from course_lib.attention import attention_control
-from course_lib.drag_widget import DragPicker
+from course_lib.ui import DragPicker
 from course_lib.methods.drag import (DragConfig, ReferenceLatentControl, bilinear, check_mask, check_points,
                                      denoise_from, drag_edit, leading_edge, motion_supervision_loss, move_handles,
                                      optimize_latent, stretch_handles, track_points)

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .metrics import as_array
+from ..metrics import as_array
 
 MODES = ("points", "paint", "erase")
 REGIONS = ("whole image", "painted", "box around the points")
@@ -110,7 +110,7 @@ class DragPicker:
         if fn is None:
             if self.pipe is None:
                 raise ValueError("give the picker a pipeline (pipe=...) or a run_fn")
-            from .methods.drag import drag_edit
+            from ..methods.drag import drag_edit
             fn = lambda image, h, g, m: drag_edit(self.pipe, image, h, g, m, **self.drag_kwargs)  # noqa: E731
         self.result = fn(self.image, list(self.handles), list(self.targets), self.mask())
         self.message = "done"
