@@ -15,7 +15,9 @@ callbacks. ipywidgets (and, for the drag picker, ipyevents) are imported only wh
 from .attention import AttentionExplorer, draw_beside, show_beside
 from .drag import DragPicker, draw_drag
 from .imagic import EtaSlider
+from .p2p import P2PSliders
 from .photoswap import PhotoswapSliders
+from .pnp import PnPSliders
 
-__all__ = ["AttentionExplorer", "DragPicker", "EtaSlider", "PhotoswapSliders", "draw_beside", "draw_drag",
-           "show_beside"]
+__all__ = ["AttentionExplorer", "DragPicker", "EtaSlider", "P2PSliders", "PhotoswapSliders", "PnPSliders",
+           "draw_beside", "draw_drag", "show_beside"]
