@@ -5,7 +5,7 @@ import torch
 from course_lib import analysis
 from course_lib.attention import AttentionStore
 from course_lib.sampling import sample
-from course_lib.widgets import AttentionExplorer
+from course_lib.ui import AttentionExplorer
 
 
 def test_svd_of_a_block_structured_self_attention_map_shows_the_layout():

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from course_lib.attention import attention_control
-from course_lib.drag_widget import DragPicker
+from course_lib.ui import DragPicker
 from course_lib.methods.drag import (DragConfig, ReferenceLatentControl, bilinear, check_mask, check_points,
                                      denoise_from, drag_edit, leading_edge, motion_supervision_loss, move_handles,
                                      optimize_latent, stretch_handles, track_points)
@@ -335,13 +335,118 @@ def test_picker_regions_and_run_with_a_synthetic_drag():
     assert p.handles == [] and not p.painted.any() and p.mask() is None
 
 
-def test_picker_widget_builds_and_a_cell_click_adds_a_point():
+def test_picker_status_line_stays_true_after_undo_and_erase_reads_erased():
+    p = DragPicker(_image(), brush=2)
+    p.undo()
+    assert p.message == "nothing to undo: no points: click a handle point"
+    p.click(10, 12)
+    p.click(20, 12)
+    p.click(30, 30)
+    p.undo()  # the unpaired handle goes: the pair is left, and the line says so
+    assert p.message == "removed the last handle; 1 handle-target pair; click another handle or run"
+    p.undo()  # the target goes: the first handle waits for its target again
+    assert p.message == "removed the last target; handle 1 at (10, 12); now click its target"
+    p.undo()
+    assert p.message == "removed the last handle; no points: click a handle point" and p.handles == []
+    p.set_mode("paint")
+    assert p.click(40, 40).startswith("painted at (40, 40)")
+    p.set_mode("erase")
+    assert p.click(40, 40) == "erased at (40, 40); region: 0 pixels"
+    p.choose_region("box around the points")  # a box needs points: the line says so, nothing raised
+    assert "no points yet" in p.message and p.shown_mask() is None
+
+
+def test_a_click_during_a_run_changes_nothing_and_a_click_after_keeps_the_result():
+    seen = {}
+
+    def fake_drag(image, handles, targets, mask):
+        seen["progress"] = p.message  # what the status line shows while the drag runs
+        seen["click"] = p.click(50, 50)  # a click that arrives during the run
+        p.undo()
+        return type("R", (), {"image": image, "handles": np.asarray(targets)})()
+
+    p = DragPicker(_image(), run_fn=fake_drag)
+    p.click(10, 10)
+    p.click(20, 10)
+    res = p.run()
+    assert seen["progress"] == "running the drag: 0 s" and "changed nothing" in seen["click"]
+    assert p.handles == [(10.0, 10.0)] and p.targets == [(20.0, 10.0)]  # neither the click nor the undo acted
+    assert p.result is res and not p.running and p.message.startswith("done in") and not p.stale
+    assert p.progress(12.3) == f"running the drag: 12 s (the last run took {p.last_seconds:.0f} s)"
+    p.click(30, 30)  # after the run: the result stays on show, marked as made from earlier points
+    assert p.result is res and p.stale
+    fig = p.figure()
+    assert len(fig.axes) == 2 and "earlier points" in fig.axes[1].get_title()
+    p.undo()
+    assert not p.stale  # back to the points it was made from
+    p.choose_region("box around the points")
+    assert p.stale  # the region changed
+    p.clear()
+    assert p.result is None and p.figure(before=False) is None
+
+
+def test_picker_progress_line_names_the_lora_fit_of_a_first_run():
+    p = DragPicker(_image(), pipe=object())
+    assert p.progress(3.2) == "running the drag: 3 s (fitting the identity LoRA first)"
+    assert DragPicker(_image(), pipe=object(), lora_unet=object()).progress(0) == "running the drag: 0 s"
+    assert DragPicker(_image(), pipe=object(), config=DragConfig(**QUICK, use_lora=False)).progress(0) == \
+        "running the drag: 0 s"
+
+    def fails(*_):
+        raise RuntimeError("out of memory")
+
+    q = DragPicker(_image(), run_fn=fails)
+    q.click(1, 1)
+    q.click(5, 5)
+    with pytest.raises(RuntimeError):
+        q.run()
+    assert q.message == "the drag failed: out of memory" and not q.running and q.result is None
+
+
+def test_board_clicks_map_to_image_pixels():
+    p = DragPicker(_image())
+    assert p.board_scale() == 4  # a 64-pixel image on a 256-pixel board
+    p.board_click((10 + 0.5) * 4, (20 + 0.5) * 4)  # the centre of pixel (10, 20) on the board
+    assert p.handles == [(10.0, 20.0)]
+    p.on_board_event({"type": "click", "dataX": 0, "dataY": 256})  # the board's corner: clamped into the image
+    assert p.targets == [(0.0, 63.0)]
+
+
+def test_picker_widget_typed_points_and_the_region_redraws():
     pytest.importorskip("ipywidgets")
-    p = DragPicker(_image(), run_fn=lambda *a: None)
-    w = p.widget(grid=8)
+    p = DragPicker(_image(), run_fn=lambda image, h, g, m: image)
+    w = p.widget(events=False)  # the fallback: typed coordinates
     board = w.children[0].children[0]
-    board.children[8 * 2 + 3].click()  # row 2, column 3 of an 8x8 grid over 64 px: cell centre (27.5, 19.5)
-    assert p.handles == [(27.5, 19.5)]
+    hint, x_in, y_in, typed = w.children[1].children
+    assert "install ipyevents" in hint.value and board.width == "256"
+    x_in.value, y_in.value = 27, 19
+    typed.click()
+    x_in.value = 40
+    typed.click()
+    assert p.handles == [(27.0, 19.0)] and p.targets == [(40.0, 19.0)]
+    mode, region = w.children[2].children
+    before = board.value
+    region.value = "box around the points"  # the board shows the new region at once
+    assert p.region == "box around the points" and board.value != before
+    mode.value = "paint"
+    x_in.value, y_in.value = 5, 5
+    typed.click()
+    assert p.region == region.value == "painted" and p.painted[5, 5]  # the chooser follows the state
+    run_b, undo_b, _ = w.children[3].children
+    status = w.children[4]
+    run_b.click()
+    assert p.result is not None and status.value.startswith("done in") and not run_b.disabled
+    undo_b.click()
+    assert status.value.startswith("removed the last target") and p.result is not None
+
+
+def test_picker_widget_receives_clicks_on_the_image_with_ipyevents():
+    pytest.importorskip("ipyevents")
+    p = DragPicker(_image(), run_fn=lambda *a: None)
+    w = p.widget()
+    assert w.children[1].children[0].value.startswith("click on the image")
+    p._listener._handle_mouse_msg(None, {"type": "click", "dataX": 42, "dataY": 82}, None)  # a synthetic click
+    assert p.handles == [(10.0, 20.0)] and w.children[4].value.startswith("handle 1 at (10, 20)")
 
 
 def _paint(scene, mask):

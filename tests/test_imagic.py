@@ -209,7 +209,7 @@ def test_choose_eta_takes_the_best_share_and_the_smaller_eta_on_a_tie():
 
 
 def test_eta_slider_looks_up_cached_etas_and_generates_the_others(random_tiny):
-    from course_lib.widgets_imagic import EtaSlider
+    from course_lib.ui import EtaSlider
     pipe = random_tiny
     res = imagic_fit(pipe, _image(), "a red square", ImagicConfig(**QUICK, embedding_lr=0.5), progress=False)
     strip = imagic_sample(pipe, res, [0.0, 1.0], seed=3)

@@ -145,7 +145,7 @@ def test_concept_prompt():
 
 
 def test_lambda_sliders_callback():
-    from course_lib.widgets_photoswap import PhotoswapSliders
+    from course_lib.ui import PhotoswapSliders
     pipe = random_pipeline("tiny-sd")
     z = initial_latents(pipe, 1, torch.Generator().manual_seed(7))
     w = PhotoswapSliders(pipe, SRC, TGT, 3, z)

@@ -85,7 +85,7 @@ MODES = {
     "zoomed+repaint": (f", zoomed, then repainted whole from {ZOOM_REPAINT:g} of the schedule",
                        {"context": ZOOM_CONTEXT, "repaint": ZOOM_REPAINT}),
 }
-# What ``python -m course_lib.bench pbe`` runs (feathering measured apart: it keeps the seam on checkered backgrounds).
+# What ``python -m course_tools.bench pbe`` runs (feathering measured apart: it keeps the seam on checkered backgrounds).
 DEFAULT_MODES = ("whole", "blend_known", "zoomed", "zoomed+repaint")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from .methods.imagic import ETA_RANGE, ImagicResult, check_eta, imagic_sample
+from ..methods.imagic import ETA_RANGE, ImagicResult, check_eta, imagic_sample
 
 
 def _key(eta: float) -> float:

@@ -2,8 +2,8 @@
 callback the tests drive); :meth:`PhotoswapSliders.widget` only wires ipywidgets to it."""
 from __future__ import annotations
 
-from .methods.photoswap import PhotoswapConfig, photoswap
-from .widgets import show_beside
+from ..methods.photoswap import PhotoswapConfig, photoswap
+from .attention import show_beside
 
 
 class PhotoswapSliders:

@@ -1,10 +1,11 @@
-"""Interactive views for the notebooks. The logic lives in plain classes with plain callbacks, so
-tests drive them with synthetic events; the ipywidgets wrapper only wires controls to them."""
+"""The cross-attention explorer (notebook 01), and the two drawing helpers the other views share
+(:func:`draw_beside`, :func:`show_beside`). The logic lives in a plain class with plain callbacks, so
+tests drive it with synthetic events; the ipywidgets wrapper only wires controls to it."""
 from __future__ import annotations
 
 import numpy as np
 
-from .attention import AttentionStore
+from ..attention import AttentionStore
 
 
 def show_beside(out, image, panel, title: str, size: float = 2.6, image_title: str | None = None, cmap=None,
