@@ -4,7 +4,8 @@ them, and the tables the notebooks print.
 The notebooks and the benchmarks (``python -m course_tools.bench <suite>``) use the same functions, so a
 figure in a lesson and a row of the bench are measured the same way. Everything here reads images with
 the Shapes World oracle (:func:`course_lib.shapes.read_image`) and compares them with the scene's
-ground truth; nothing trains or loads a model.
+ground truth. Nothing here trains or loads a model; only :func:`drawn_right` generates, with the
+pipeline it is given.
 
 - tables: :class:`Row`, :func:`format_table`
 - held-out scenes: :func:`held_out_scenes`, :func:`judge_generation`
