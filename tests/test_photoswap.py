@@ -153,12 +153,18 @@ def test_lambda_sliders_callback():
     plain = sample(pipe, [SRC, TGT], 3, 7.5, latents=z, progress=False)[1]
     import numpy as np
     assert np.abs(np.asarray(a, float) - np.asarray(plain, float)).max() <= 1
+    assert w.status.startswith("λ_M = 0, λ_A = 0, λ_φ = 0: generated in")
+    assert w.pending((3, 3, 3)).startswith("generating") and w.pending((0, 0, 0)) is None
     b = w.select(3, 3, 3)
     assert w.current is b and len(w.cache) == 2 and w.select(3, 3, 3) is b
+    assert w.status == "λ_M = 3, λ_A = 3, λ_φ = 3: looked up"
     with pytest.raises(ValueError, match="more steps than the run has"):
         w.select(4, 0, 0)
-    box = w.widget(source_image=a)  # the ipywidgets wiring builds and draws once
-    assert len(box.children[0].children) == 3
+    assert len(w.cache) == 2 and w.key == (3, 3, 3)  # a refused setting changes nothing
+    fig = w.figure(0, 0, 0, source_image=a)  # the static view: source and target, from the cache
+    assert len(fig.axes) == 2 and w.status.endswith("looked up") and w.current is w.cache[(0, 0, 0)]
+    box = w.widget(source_image=a)  # the ipywidgets wiring: sliders, a status line, the view, drawn once
+    assert len(box.children[0].children) == 3 and box.children[1].value.endswith("looked up")
 
 
 def test_box_iou_reads_place_and_size_not_outline():
