@@ -16,7 +16,9 @@ with a progress bar and is seeded.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,6 +300,35 @@ def save_concept(pipe, folder: str | Path, method: str, token: str | None = None
     return folder
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+# What diffusers and transformers log while a shipped concept loads, and why a learner need not see it:
+# the LoRA holds UNet adapters only (so it has no text-encoder keys), and the embedding table's new row is
+# drawn at random before the learned embedding overwrites it. Only these messages are dropped.
+_LOAD_MESSAGES = {"diffusers.loaders.lora_base": "No LoRA keys associated to CLIPTextModel",
+                  "diffusers.loaders.peft": "No LoRA keys associated to CLIPTextModel",
+                  "transformers.modeling_utils": "The new embeddings will be initialized from a multivariate normal"}
+
+
+@contextlib.contextmanager
+def _quiet_concept_loading():
+    filters = [(logging.getLogger(name), _DropMessage(text)) for name, text in _LOAD_MESSAGES.items()]
+    for logger, f in filters:
+        logger.addFilter(f)
+    try:
+        yield
+    finally:
+        for logger, f in filters:
+            logger.removeFilter(f)
+
+
 def load_concept(pipe, folder: str | Path, method: str, token: str | None = None):
     """Load what :func:`save_concept` wrote into ``pipe`` (LoRA, Textual Inversion) or as a new pipeline
     (DreamBooth: ``load_pipeline(folder)``)."""
@@ -310,7 +341,7 @@ def load_concept(pipe, folder: str | Path, method: str, token: str | None = None
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} is missing: save a LoRA concept there with save_concept(pipe, "
                                     f"folder, 'lora')")
-        with keep_global_rng():
+        with keep_global_rng(), _quiet_concept_loading():
             pipe.load_lora_weights(str(folder), weight_name=weights.name)
         return pipe
     if method == "textual_inversion":
@@ -320,7 +351,7 @@ def load_concept(pipe, folder: str | Path, method: str, token: str | None = None
                                     f"save_concept(pipe, folder, 'textual_inversion')")
         token = token or TI_TOKEN
         check_concept_token(pipe.tokenizer, token, "textual_inversion")  # never a word the model knows
-        with keep_global_rng():  # the embedding table grows with randomly initialised rows first
+        with keep_global_rng(), _quiet_concept_loading():  # the embedding table grows with random rows first
             pipe.load_textual_inversion(str(weights), token=token)
         return pipe
     raise ValueError(f"unknown method {method!r}")
