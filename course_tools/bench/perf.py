@@ -7,12 +7,13 @@ On this CPU on tiny-sd and on the Stable Diffusion 1.5 architecture reduced in w
 32 x 32 latents: :func:`course_lib.testing.random_pipeline`), and on the full-size SD 1.5
 architecture (random weights, 512x512, fp16, 50 steps) when a CUDA GPU is available.
 
-Time: each variant runs once to warm up and once for its memory, then ``reps`` times interleaved
-with the others; the fastest
-run of each is compared (another job on the machine only ever adds time). Memory: on a GPU the peak
-allocated by torch; on the CPU the model's weights plus the peak resident memory the run adds
-(Linux: the high-water mark of the process, reset before the run, with large blocks returned to the
-system when freed).
+Time: each variant runs once to warm up, then ``reps`` times interleaved with the others; the
+fastest run of each is compared (another job on the machine only ever adds time). Memory: on a GPU
+the peak allocated by torch; on the CPU the model's weights plus the peak resident memory the run
+adds (Linux: the high-water mark of the process, reset before the run, with large blocks returned to
+the system when freed). Reading CPU memory that way makes every large allocation a fresh mapping of
+pages for the rest of the process, which slows the runs that allocate most (the store, explicit
+attention), so all CPU timings are taken before any memory is read.
 """
 from __future__ import annotations
 
@@ -77,11 +78,11 @@ def model_bytes(pipe) -> int:
                for t in [*m.parameters(), *m.buffers()])
 
 
-def measure(pipe, prompts, blend_word: str, steps: int, reps: int, tag: str, device: str) -> list[Row]:
+def variants(pipe, prompts, blend_word: str, steps: int) -> dict:
+    """The five runs compared, each a function of nothing."""
     z = initial_latents(pipe, 1, torch.Generator().manual_seed(0))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     run = dict(progress=False, output="latent")
-    variants = {
+    return {
         "plain": lambda: sample(pipe, prompts, steps, 7.5, latents=z, **run),
         "p2p": lambda: p2p_edit(pipe, prompts[0], prompts[1:], P2PEdit(), steps, latents=z, **run),
         "p2p+blend": lambda: p2p_edit(pipe, prompts[0], prompts[1:], P2PEdit(local_blend=[blend_word]), steps,
@@ -90,30 +91,47 @@ def measure(pipe, prompts, blend_word: str, steps: int, reps: int, tag: str, dev
                                 **run),
         "explicit": lambda: sample(pipe, prompts, steps, 7.5, latents=z, controllers=ExplicitEverywhere(), **run),
     }
-    best, mem = {}, {}
-    cpu_mem = CpuMemory() if device == "cpu" else None
-    for fn in variants.values():  # warm-up
+
+
+def fastest(runs: dict, reps: int, device: str) -> dict[str, float]:
+    """Seconds of the fastest of ``reps`` runs of each, interleaved, after one warm-up run of each."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    best = {}
+    for fn in runs.values():  # warm-up
         fn()
-    for name, fn in variants.items():  # the memory of one run
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            fn()
-            sync()
-            mem[name] = torch.cuda.max_memory_allocated()
-        else:
-            added = cpu_mem.peak_added(fn)
-            if added is not None:
-                mem[name] = model_bytes(pipe) + added
     for _ in range(reps):
-        for name, fn in variants.items():
+        for name, fn in runs.items():
             sync()
             t = time.perf_counter()
             fn()
             sync()
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
+    return best
+
+
+def peak_memory(pipe, runs: dict, device: str) -> dict[str, float]:
+    """Bytes at the peak of one run of each (GPU: allocated by torch; CPU: weights + peak resident added;
+    empty where it cannot be read). On the CPU this changes how malloc returns memory for the rest of the
+    process, so it runs after every timing."""
+    mem = {}
+    cpu_mem = CpuMemory() if device == "cpu" else None
+    for name, fn in runs.items():
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            torch.cuda.synchronize()
+            mem[name] = torch.cuda.max_memory_allocated()
+        else:
+            added = cpu_mem.peak_added(fn)
+            if added is not None:
+                mem[name] = model_bytes(pipe) + added
+    return mem
+
+
+def rows_of(tag: str, best: dict, mem: dict, steps: int, reps: int, n_prompts: int, device: str) -> list[Row]:
     plain = best["plain"]
     ratio = lambda name: best[name] / plain
-    rows = [Row("perf", f"{tag}: plain generation, batch {len(prompts)}", plain, " s",
+    rows = [Row("perf", f"{tag}: plain generation, batch {n_prompts}", plain, " s",
                 detail=f"{steps} steps, fastest of {reps}"),
             Row("perf", f"{tag}: P2P word swap / plain", ratio("p2p"), "x", P2P_BAR, higher_is_better=False),
             Row("perf", f"{tag}: P2P + LocalBlend / plain", ratio("p2p+blend"), "x"),
@@ -130,6 +148,13 @@ def measure(pipe, prompts, blend_word: str, steps: int, reps: int, tag: str, dev
     return rows
 
 
+def measure(pipe, prompts, blend_word: str, steps: int, reps: int, tag: str, device: str) -> list[Row]:
+    """Time and memory of the five runs on one pipeline (timing first: see :func:`peak_memory`)."""
+    runs = variants(pipe, prompts, blend_word, steps)
+    best = fastest(runs, reps, device)
+    return rows_of(tag, best, peak_memory(pipe, runs, device), steps, reps, len(prompts), device)
+
+
 @suite("perf")
 def perf(smoke: bool | None = None) -> list[Row]:
     from course_lib.testing import random_pipeline
@@ -137,12 +162,14 @@ def perf(smoke: bool | None = None) -> list[Row]:
     cfg = bench_config(smoke)
     smoke = cfg.smoke
     steps, reps = cfg.pick(50, 10), cfg.pick(3, 1)
-    pipe = load_pipeline("tiny-sd", device="cpu", dtype="float32")
     prompts = ["a large red circle on a white background", "a large blue circle on a white background"]
-    rows = measure(pipe, prompts, "circle", steps, reps, "tiny-sd, CPU", "cpu")
-    sd = random_pipeline("sd15", sample_size=32)
-    rows += measure(sd, prompts, "circle", steps, reps, "SD 1.5 architecture, reduced width, 32x32 latents, CPU",
-                    "cpu")
+    cpu = [("tiny-sd, CPU", load_pipeline("tiny-sd", device="cpu", dtype="float32")),
+           ("SD 1.5 architecture, reduced width, 32x32 latents, CPU", random_pipeline("sd15", sample_size=32))]
+    runs = {tag: variants(pipe, prompts, "circle", steps) for tag, pipe in cpu}
+    best = {tag: fastest(runs[tag], reps, "cpu") for tag, _ in cpu}  # every timing before any memory reading
+    rows = []
+    for tag, pipe in cpu:
+        rows += rows_of(tag, best[tag], peak_memory(pipe, runs[tag], "cpu"), steps, reps, len(prompts), "cpu")
     if torch.cuda.is_available():
         from course_lib.testing import full_size_sd_pipeline
         sd = full_size_sd_pipeline("sd15").to("cuda", torch.float16)
