@@ -2,7 +2,7 @@
 
 | variable          | meaning                                              | default   |
 |-------------------|------------------------------------------------------|-----------|
-| ``COURSE_MODEL``  | ``tiny-sd``, a hub id (``sd15``, ``sd21`` aliases) or a local folder | ``tiny-sd`` |
+| ``COURSE_MODEL``  | ``tiny-sd``, a hub id (``sd15``, ``sd21`` aliases; ``id@revision`` pins one) or a local folder | ``tiny-sd`` |
 | ``COURSE_DEVICE`` | ``cuda``, ``mps`` or ``cpu``                         | best available |
 | ``COURSE_DTYPE``  | ``float16``, ``bfloat16`` or ``float32``             | fp16 on GPUs, fp32 on CPU |
 | ``COURSE_SMOKE``  | ``1`` = CI setting: fewer steps and cases            | ``0``     |

