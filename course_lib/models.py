@@ -81,19 +81,32 @@ def _not_available(model: str, cause: Exception | None = None) -> ModelNotAvaila
 
 
 @contextlib.contextmanager
-def quiet_loading():
+def quiet_loading(messages: bool = False):
     """diffusers' and transformers' loading progress bars off ("Loading pipeline components...",
-    "Loading weights"): loading the small models takes a second, and in a notebook each bar is a
-    widget that would stay in the page. Restores the libraries' settings afterwards."""
+    "Loading weights", "Writing model shards"): loading the small models takes a second, and in a
+    notebook each bar is a widget that would stay in the page. With ``messages=True`` their warnings
+    are held back too (logged and ``warnings.warn``-ed), for the course's own conversions of shipped
+    weights, whose messages are known and say nothing a learner can act on. Restores the libraries'
+    settings afterwards."""
+    import warnings
+
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 
     before = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    levels = dlog.get_verbosity(), tlog.get_verbosity()
     dlog.disable_progress_bar()
     tlog.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            if messages:
+                warnings.simplefilter("ignore")
+                dlog.set_verbosity_error()
+                tlog.set_verbosity_error()
+            yield
     finally:
+        dlog.set_verbosity(levels[0])
+        tlog.set_verbosity(levels[1])
         if before[0]:
             dlog.enable_progress_bar()
         if before[1]:

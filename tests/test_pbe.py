@@ -686,3 +686,26 @@ def test_the_bench_runs_a_part_of_its_modes_with_a_seam_row_for_each_and_refuses
     assert bp.DEFAULT_MODES[0] == "whole" and set(bp.DEFAULT_MODES) <= set(bp.MODES)
     with pytest.raises(ValueError, match="unknown modes"):
         bp.pbe_suite(smoke=True, modes=("sideways",), n=1)
+
+
+def test_the_tiny_pipeline_is_written_and_read_back_without_library_messages(tmp_path):
+    """A learner's first run of notebook 05 writes the shipped Paint by Example as a diffusers folder and
+    reads it back: nothing of what diffusers and transformers say on the way reaches the output; the
+    libraries' verbosity is restored afterwards."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("from diffusers.utils import logging as d; from transformers.utils import logging as t; "
+            "before = (d.get_verbosity(), t.get_verbosity()); "
+            "from course_lib.methods.pbe import tiny_pipeline; "
+            f"p = tiny_pipeline('bottleneck', folder={str(tmp_path / 'pbe')!r}); "
+            "assert (d.get_verbosity(), t.get_verbosity()) == before, 'verbosity restored'; "
+            "assert type(p).__name__ == 'PaintByExamplePipeline'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "pbe" / "model_index.json").exists()
+    assert r.stderr.strip() == "" and r.stdout.strip() == ""

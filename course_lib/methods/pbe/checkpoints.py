@@ -52,7 +52,7 @@ def tiny_pipeline(variant: str = "bottleneck", weights: Path | None = None, devi
     ``PaintByExamplePipeline.from_pretrained``."""
     from safetensors.torch import load_file
 
-    from ...models import load_clip, load_pipeline
+    from ...models import load_clip, load_pipeline, quiet_loading
 
     weights = Path(weights or TINY / f"{variant}.safetensors")
     if not weights.exists():
@@ -63,22 +63,26 @@ def tiny_pipeline(variant: str = "bottleneck", weights: Path | None = None, devi
         warnings.warn(f"{weights.name} was trained on other tiny-sd or tiny-clip weights than the ones in {MODELS_DIR}: "
                       f"its trained parts do not fit them and the results will be poor. Retrain them with "
                       f"`python -m course_tools.train pbe --method {variant}`", stacklevel=2)
-    sd_pipe = load_pipeline("tiny-sd", device="cpu", dtype=torch.float32)
-    clip, _, proc = load_clip("tiny-clip", device="cpu", dtype=torch.float32)
-    pipe = build_pipeline(sd_pipe, clip, proc, variant)
-    load_trainable_state(pipe, {k: v.float() for k, v in load_file(weights).items()})
-    if variant == "naive":
-        pipe.to(device, dtype)
-        pipe.variant = "naive"
-        return pipe
-    from ...config import RUNS
-    folder = Path(folder or RUNS / "pbe-tiny")
-    stamp = folder / "course_weights.json"
-    key = {"weights": hashlib.sha256(weights.read_bytes()).hexdigest()[:16], "base": current}
-    if not stamp.exists() or json.loads(stamp.read_text()) != key:
-        save_pbe(pipe, folder)
-        stamp.write_text(json.dumps(key))
-    return load_pbe(str(folder), device=device, dtype=dtype)
+    # the shipped parts put together, written as a diffusers folder and read back: what diffusers and
+    # transformers say on the way (fp32 casts, the pipeline's deprecation, the CLIP vision config read as
+    # CLIP's, a "writing shards" bar) is held back (models.quiet_loading)
+    with quiet_loading(messages=True):
+        sd_pipe = load_pipeline("tiny-sd", device="cpu", dtype=torch.float32)
+        clip, _, proc = load_clip("tiny-clip", device="cpu", dtype=torch.float32)
+        pipe = build_pipeline(sd_pipe, clip, proc, variant)
+        load_trainable_state(pipe, {k: v.float() for k, v in load_file(weights).items()})
+        if variant == "naive":
+            pipe.to(device, dtype)
+            pipe.variant = "naive"
+            return pipe
+        from ...config import RUNS
+        folder = Path(folder or RUNS / "pbe-tiny")
+        stamp = folder / "course_weights.json"
+        key = {"weights": hashlib.sha256(weights.read_bytes()).hexdigest()[:16], "base": current}
+        if not stamp.exists() or json.loads(stamp.read_text()) != key:
+            save_pbe(pipe, folder)
+            stamp.write_text(json.dumps(key))
+        return load_pbe(str(folder), device=device, dtype=dtype)
 
 
 def save_pbe(pipe, folder: str | Path) -> Path:
