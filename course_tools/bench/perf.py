@@ -148,13 +148,6 @@ def rows_of(tag: str, best: dict, mem: dict, steps: int, reps: int, n_prompts: i
     return rows
 
 
-def measure(pipe, prompts, blend_word: str, steps: int, reps: int, tag: str, device: str) -> list[Row]:
-    """Time and memory of the five runs on one pipeline (timing first: see :func:`peak_memory`)."""
-    runs = variants(pipe, prompts, blend_word, steps)
-    best = fastest(runs, reps, device)
-    return rows_of(tag, best, peak_memory(pipe, runs, device), steps, reps, len(prompts), device)
-
-
 @suite("perf")
 def perf(smoke: bool | None = None) -> list[Row]:
     from course_lib.testing import random_pipeline
@@ -163,19 +156,21 @@ def perf(smoke: bool | None = None) -> list[Row]:
     smoke = cfg.smoke
     steps, reps = cfg.pick(50, 10), cfg.pick(3, 1)
     prompts = ["a large red circle on a white background", "a large blue circle on a white background"]
-    cpu = [("tiny-sd, CPU", load_pipeline("tiny-sd", device="cpu", dtype="float32")),
-           ("SD 1.5 architecture, reduced width, 32x32 latents, CPU", random_pipeline("sd15", sample_size=32))]
-    runs = {tag: variants(pipe, prompts, "circle", steps) for tag, pipe in cpu}
-    best = {tag: fastest(runs[tag], reps, "cpu") for tag, _ in cpu}  # every timing before any memory reading
-    rows = []
-    for tag, pipe in cpu:
-        rows += rows_of(tag, best[tag], peak_memory(pipe, runs[tag], "cpu"), steps, reps, len(prompts), "cpu")
+    # (tag, pipeline, device, prompts, blend word, steps, reps)
+    cases = [("tiny-sd, CPU", load_pipeline("tiny-sd", device="cpu", dtype="float32"), "cpu", prompts, "circle", steps, reps),
+             ("SD 1.5 architecture, reduced width, 32x32 latents, CPU", random_pipeline("sd15", sample_size=32), "cpu",
+              prompts, "circle", steps, reps)]
     if torch.cuda.is_available():
         from course_lib.testing import full_size_sd_pipeline
-        sd = full_size_sd_pipeline("sd15").to("cuda", torch.float16)
-        rows += measure(sd, ["a red car on a street", "a blue car on a street"], "car", 50, 3,
-                        "SD 1.5 architecture, 512x512 fp16", "cuda")
-    else:
+        cases.append(("SD 1.5 architecture, 512x512 fp16", full_size_sd_pipeline("sd15").to("cuda", torch.float16), "cuda",
+                      ["a red car on a street", "a blue car on a street"], "car", 50, 3))
+    runs = [variants(pipe, p, word, n) for _, pipe, _, p, word, n, _ in cases]
+    # every timing before any memory reading (see peak_memory)
+    best = [fastest(r, k, device) for r, (_, _, device, _, _, _, k) in zip(runs, cases)]
+    rows = []
+    for r, b, (tag, pipe, device, p, _, n, k) in zip(runs, best, cases):
+        rows += rows_of(tag, b, peak_memory(pipe, r, device), n, k, len(p), device)
+    if not torch.cuda.is_available():
         rows.append(Row("perf", "SD 1.5 architecture on GPU", float("nan"), "", None,
                         detail="no CUDA GPU available in this run"))
     return rows
